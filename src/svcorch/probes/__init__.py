@@ -1,0 +1,1 @@
+"""Readiness probes. Client libraries load only inside the probe that uses them."""
