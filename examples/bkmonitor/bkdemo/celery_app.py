@@ -1,0 +1,47 @@
+"""The Celery app: RabbitMQ carries tasks, Redis keeps results and the RedBeat schedule.
+
+Queues follow bk-monitor's split: ``monitor`` for alert processing and ``celery_resource``
+for the periodic resource refresh, so one slow refresh never delays an alert.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from bkdemo import settings as bkdemo_settings
+
+settings = bkdemo_settings.load()
+
+# Beat wakes at least this often; it also bounds how long a new beat waits for a lock.
+BEAT_MAX_LOOP_SECONDS = min(5.0, settings.refresh_seconds)
+
+app = Celery("bkdemo", include=["bkdemo.tasks"])
+app.conf.update(
+    broker_url=settings.amqp_url,
+    broker_connection_retry_on_startup=True,
+    result_backend=settings.redis_url,
+    # Several copies of the demo (tests, other stacks) can share one Redis server.
+    result_backend_transport_options={"global_keyprefix": f"{settings.key_prefix}:"},
+    result_expires=3600,
+    task_default_queue=settings.queue("celery"),
+    task_routes={
+        "record_event": {"queue": settings.queue("monitor")},
+        "refresh_resources": {"queue": settings.queue("celery_resource")},
+    },
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    beat_scheduler="redbeat.RedBeatScheduler",
+    beat_max_loop_interval=BEAT_MAX_LOOP_SECONDS,
+    redbeat_redis_url=settings.redis_url,
+    redbeat_key_prefix=f"{settings.key_prefix}:redbeat",
+    # The lock is re-extended on every tick. A beat that dies without releasing it (SIGKILL)
+    # blocks its successor until the lock expires: a few ticks, not RedBeat's 25 minutes.
+    redbeat_lock_timeout=int(BEAT_MAX_LOOP_SECONDS * 5),
+    beat_schedule={
+        "refresh-resources": {
+            "task": "refresh_resources",
+            "schedule": settings.refresh_seconds,
+        },
+    },
+)
