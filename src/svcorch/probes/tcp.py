@@ -32,7 +32,8 @@ class TcpProbe:
                 pass
         except TimeoutError:
             return ProbeResult.failed(
-                f"connect timed out after {budget:.3g}s", retryable=True,
+                f"connect timed out after {budget:.3g}s",
+                retryable=True,
                 elapsed=time.monotonic() - started,
             )
         except OSError as exc:

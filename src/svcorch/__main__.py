@@ -1,0 +1,3 @@
+from svcorch.cli import main
+
+main()

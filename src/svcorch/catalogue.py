@@ -1,0 +1,401 @@
+"""Load services.yaml: read, parse with positions, interpolate, validate, check the graph.
+
+Every problem found becomes one located line; all of them are raised together as a
+``CatalogueError`` so the user fixes the file in one go.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import types
+import typing
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from svcorch import graph, yamlsrc
+from svcorch.errors import CatalogueError, DependencyCycle, Problem
+from svcorch.interpolate import InterpolationError, interpolate, parse_dotenv
+from svcorch.model import (
+    SERVICE_NAME,
+    SUPPORTED_VERSIONS,
+    Catalogue,
+    Condition,
+    Service,
+)
+from svcorch.probes import registry
+from svcorch.probes.base import ProbeOptions
+from svcorch.yamlsrc import Path_
+
+DEFAULT_FILE = "services.yaml"
+
+
+def load(
+    path: Path | str,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> Catalogue:
+    """Read and validate a catalogue. Raises CatalogueError listing every problem."""
+    path = Path(path)
+    loader = _Loader(path, os.environ if environ is None else environ)
+    return loader.run()
+
+
+class _Loader:
+    def __init__(self, path: Path, environ: Mapping[str, str]) -> None:
+        self.path = path
+        self.source = str(path)
+        self.environ = environ
+        self.problems: list[Problem] = []
+        self.doc = yamlsrc.Document(data=None)
+        self.dotenv: dict[str, str] = {}
+        self.top_env: dict[str, str] = {}
+
+    # -- reporting ---------------------------------------------------------------------------
+
+    def problem(self, message: str, path: Path_ = (), *, key: bool = False) -> None:
+        mark = self.doc.locate(path, key=key) if path or self.doc.values else None
+        if mark is None:
+            self.problems.append(Problem(self.source, message))
+        else:
+            self.problems.append(Problem(self.source, message, mark.line, mark.column))
+
+    def fail_if_problems(self) -> None:
+        if self.problems:
+            ordered = sorted(
+                dict.fromkeys(self.problems),
+                key=lambda p: (p.file != self.source, p.line is None, p.line or 0, p.column or 0),
+            )
+            raise CatalogueError(ordered)
+
+    # -- stages ------------------------------------------------------------------------------
+
+    def run(self) -> Catalogue:
+        text = self.read()
+        self.doc = yamlsrc.load(text, self.source)
+        self.problems.extend(self.doc.problems)
+        data = self.doc.data
+        if data is None and not self.problems:
+            self.problem("the file is empty (start with `version: 1` and `services:`)")
+        elif data is not None and not isinstance(data, dict):
+            got = type(data).__name__
+            self.problem(f"expected a mapping with `version` and `services` at the top, got {got}")
+        if not isinstance(data, dict):
+            self.fail_if_problems()
+        assert isinstance(data, dict)
+        known = len(self.problems)
+        self.check_version(data)
+        if len(self.problems) > known:
+            self.fail_if_problems()  # without a known version the rest cannot be read
+        self.load_env(data)
+        data = self.interpolate_all(data)
+        data = self.validate_probes(data)
+        catalogue = self.validate_model(data)
+        self.check_dependencies(data)
+        if catalogue is None:
+            self.fail_if_problems()
+        assert catalogue is not None
+        self.check_graph(catalogue)
+        self.fail_if_problems()
+        return catalogue
+
+    def read(self) -> str:
+        try:
+            return self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            hint = " (give one with -f PATH or SVCORCH_FILE)"
+            raise CatalogueError([Problem(self.source, f"no such file{hint}")]) from None
+        except IsADirectoryError:
+            raise CatalogueError([Problem(self.source, "is a directory, not a file")]) from None
+        except UnicodeDecodeError as exc:
+            raise CatalogueError(
+                [Problem(self.source, f"not UTF-8 text (byte {exc.start})")]
+            ) from None
+        except OSError as exc:
+            raise CatalogueError([Problem(self.source, exc.strerror or str(exc))]) from None
+
+    def check_version(self, data: dict[str, Any]) -> None:
+        if "version" not in data:
+            self.problem("missing `version` (add `version: 1` at the top)", ())
+            return
+        version = data["version"]
+        if isinstance(version, bool) or version not in SUPPORTED_VERSIONS:
+            supported = ", ".join(str(v) for v in SUPPORTED_VERSIONS)
+            self.problem(
+                f"unsupported version {version!r} (this svcorch reads version {supported})",
+                ("version",),
+            )
+
+    def load_env(self, data: dict[str, Any]) -> None:
+        """env_file (default `.env` beside the catalogue) and the top-level ``env``."""
+        declared = data.get("env_file")
+        files: list[tuple[str, Path_]]
+        if declared is None:
+            default = self.path.parent / ".env"
+            files = [(".env", ())] if default.is_file() else []
+        elif isinstance(declared, str):
+            files = [(declared, ("env_file",))]
+        elif isinstance(declared, list) and all(isinstance(f, str) for f in declared):
+            files = [(f, ("env_file", i)) for i, f in enumerate(declared)]
+        else:
+            self.problem("env_file must be a path or a list of paths", ("env_file",))
+            files = []
+        for name, where in files:
+            self.read_dotenv(name, where)
+        raw_env = data.get("env") or {}
+        if not isinstance(raw_env, dict):
+            return  # the model reports the type
+        for key, value in raw_env.items():
+            if isinstance(value, str):
+                try:
+                    value = interpolate(value, self.lookup_for_env)
+                except InterpolationError as exc:
+                    self.problem(str(exc), ("env", key))
+                    continue
+            self.top_env[str(key)] = "" if value is None else str(value)
+
+    def read_dotenv(self, name: str, where: Path_) -> None:
+        try:
+            name = interpolate(name, self.environ.get)
+        except InterpolationError as exc:
+            self.problem(f"env_file: {exc}", where)
+            return
+        file = Path(name)
+        if not file.is_absolute():
+            file = self.path.parent / file
+        try:
+            text = file.read_text(encoding="utf-8")
+        except OSError as exc:
+            self.problem(f"env_file {name!r}: {exc.strerror or exc}", where)
+            return
+        values, bad_lines = parse_dotenv(text)
+        for number, message in bad_lines:
+            self.problems.append(Problem(str(file), message, number))
+        self.dotenv.update(values)
+
+    def lookup_for_env(self, name: str) -> str | None:
+        value = self.environ.get(name)
+        return value if value is not None else self.dotenv.get(name)
+
+    def lookup(self, name: str) -> str | None:
+        """Process environment, then env_file, then the top-level env: highest first."""
+        value = self.lookup_for_env(name)
+        return value if value is not None else self.top_env.get(name)
+
+    def interpolate_all(self, data: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for key, value in data.items():
+            if key == "env" and isinstance(value, dict):
+                result[key] = {k: self.top_env.get(str(k), v) for k, v in value.items()}
+            elif key == "env_file":
+                result[key] = value
+            else:
+                result[key] = self._interpolate(value, (key,))
+        return result
+
+    def _interpolate(self, value: Any, path: Path_) -> Any:
+        if isinstance(value, str):
+            try:
+                return interpolate(value, self.lookup)
+            except InterpolationError as exc:
+                self.problem(f"{_context(path)}{exc}", path)
+                return value
+        if isinstance(value, dict):
+            return {k: self._interpolate(v, (*path, k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._interpolate(v, (*path, i)) for i, v in enumerate(value)]
+        return value
+
+    def validate_probes(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Validate each probe against its own type's model, so errors point into it."""
+        services = data.get("services")
+        if not isinstance(services, dict):
+            return data
+        checked: dict[str, Any] = {}
+        for name, spec in services.items():
+            if isinstance(spec, dict):
+                spec = dict(spec)
+                for field in ("ready", "liveness"):
+                    if isinstance(spec.get(field), dict):
+                        spec[field] = self.validate_probe(spec[field], ("services", name, field))
+            checked[name] = spec
+        return {**data, "services": checked}
+
+    def validate_probe(self, options: dict[str, Any], path: Path_) -> Any:
+        extra: dict[str, Any] = {}
+        if path[-1] == "liveness" and "failure_threshold" in options:
+            options = dict(options)
+            extra["failure_threshold"] = options.pop("failure_threshold")
+        type_name = options.get("type")
+        if not isinstance(type_name, str):
+            known = ", ".join(registry.names())
+            self.problem(f"{_context(path)}missing probe `type` (one of: {known})", path)
+            return _INVALID_PROBE
+        probe_type = registry.get(type_name)
+        if probe_type is None:
+            hint = _did_you_mean(type_name, registry.names())
+            self.problem(
+                f"{_context((*path, 'type'))}unknown probe type {type_name!r}{hint}",
+                (*path, "type"),
+            )
+            return _INVALID_PROBE
+        try:
+            validated: ProbeOptions = probe_type.options.model_validate(options)
+        except ValidationError as exc:
+            self.report(exc, path, probe_type.options)
+            return _INVALID_PROBE
+        if path[-1] == "liveness":
+            return {"probe": validated, **extra}
+        return validated
+
+    def validate_model(self, data: dict[str, Any]) -> Catalogue | None:
+        services = data.get("services")
+        if isinstance(services, dict):
+            for name in services:
+                if not isinstance(name, str) or not SERVICE_NAME.match(name):
+                    self.problem(
+                        f"invalid service name {name!r}: use lowercase letters, digits and"
+                        " _ . - (starting with a letter or digit)",
+                        ("services", name),
+                        key=True,
+                    )
+        elif "services" not in data:
+            self.problem("missing `services` (a mapping of service name to its definition)")
+        data = {k: v for k, v in data.items() if not str(k).startswith("x-")}
+        try:
+            catalogue = Catalogue.model_validate(
+                {**data, "path": self.path}, context={"dotenv": self.dotenv}
+            )
+        except ValidationError as exc:
+            self.report(exc, (), Catalogue)
+            return None
+        return catalogue.model_copy(update={"dotenv": dict(self.dotenv)})
+
+    def report(self, exc: ValidationError, prefix: Path_, model: type[BaseModel]) -> None:
+        for error in exc.errors():
+            loc = (*prefix, *error["loc"])
+            kind = error["type"]
+            if kind == "extra_forbidden":
+                key = str(loc[-1])
+                hint = _did_you_mean(key, _fields_at(model, tuple(error["loc"][:-1])))
+                self.problem(f"{_context(loc[:-1])}unknown key {key!r}{hint}", loc, key=True)
+            elif kind == "missing":
+                self.problem(f"{_context(loc[:-1])}missing required key {str(loc[-1])!r}", loc[:-1])
+            else:
+                message = error["msg"].removeprefix("Value error, ")
+                self.problem(f"{_context(loc)}{message}", loc)
+
+    def check_dependencies(self, data: dict[str, Any]) -> None:
+        """Unknown and self dependencies, from the raw data so they show up with other errors."""
+        services = data.get("services")
+        if not isinstance(services, dict):
+            return
+        names = [str(n) for n in services]
+        for name, spec in services.items():
+            needs = spec.get("depends_on") if isinstance(spec, dict) else None
+            if not isinstance(needs, list | dict):
+                continue
+            for position, dependency in enumerate(needs):
+                if not isinstance(dependency, str):
+                    continue  # the model reports the type
+                where = self.dependency_path(name, dependency, position)
+                if dependency == name:
+                    self.problem(f"service {name!r}: depends on itself", where)
+                elif dependency not in services:
+                    hint = _did_you_mean(dependency, names)
+                    self.problem(
+                        f"service {name!r}: depends_on names unknown service {dependency!r}{hint}",
+                        where,
+                    )
+
+    def check_graph(self, catalogue: Catalogue) -> None:
+        for name, service in catalogue.services.items():
+            for position, (dependency, edge) in enumerate(service.depends_on.items()):
+                where = self.dependency_path(name, dependency, position)
+                if (
+                    dependency in catalogue.services
+                    and edge.condition is Condition.COMPLETED
+                    and not catalogue.services[dependency].oneshot
+                ):
+                    self.problem(
+                        f"service {name!r}: condition 'completed' needs a oneshot, and"
+                        f" {dependency!r} is not one (use 'ready' or 'started')",
+                        where,
+                    )
+        if self.problems:
+            return
+        try:
+            graph.ServiceGraph.from_catalogue(catalogue)
+        except DependencyCycle as exc:
+            self.problems.append(Problem(self.source, str(exc)))
+
+    def dependency_path(self, service: str, dependency: str, position: int) -> Path_:
+        base: Path_ = ("services", service, "depends_on")
+        if (*base, dependency) in self.doc.keys:
+            return (*base, dependency)
+        return (*base, position)
+
+
+class _InvalidProbe(ProbeOptions):
+    """Stands in for probe options already reported, so the rest of the file is still checked
+    without follow-on errors (the catalogue is rejected anyway)."""
+
+    type: str = "invalid"
+
+
+_INVALID_PROBE = _InvalidProbe()
+
+
+def _context(path: Iterable[str | int]) -> str:
+    """``service 'web': restart.policy: `` for a path inside a service; dotted otherwise."""
+    parts = list(path)
+    if len(parts) >= 2 and parts[0] == "services":
+        rest = ".".join(str(p) for p in parts[2:])
+        return f"service {parts[1]!r}: " + (f"{rest}: " if rest else "")
+    return ".".join(str(p) for p in parts) + ": " if parts else ""
+
+
+def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The field names valid at ``loc`` inside ``model``, for did-you-mean hints."""
+    current: type[BaseModel] | None = model
+    pending = list(loc)
+    while pending and current is not None:
+        field = current.model_fields.get(str(pending.pop(0)))
+        if field is None:
+            return []
+        annotation = field.annotation
+        if _is_mapping(annotation) and pending:
+            pending.pop(0)  # the key, e.g. the service name
+        current = _model_in(annotation)
+    return list(current.model_fields) if current is not None else []
+
+
+def _is_mapping(annotation: Any) -> bool:
+    return typing.get_origin(annotation) is dict
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    for candidate in _walk_types(annotation):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _walk_types(annotation: Any) -> Iterator[Any]:
+    yield annotation
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is not None:
+        for argument in typing.get_args(annotation):
+            yield from _walk_types(argument)
+
+
+def service_environment(catalogue: Catalogue, service: Service) -> dict[str, str]:
+    """What a service's process sees: os.environ < env_file < top-level env < its own env."""
+    return {**os.environ, **catalogue.dotenv, **catalogue.env, **service.env}

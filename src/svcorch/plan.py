@@ -1,0 +1,112 @@
+"""Which services an invocation touches, and in what order: pure functions of the catalogue."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from svcorch.graph import ServiceGraph
+from svcorch.model import Catalogue, Kind
+
+
+@dataclass(frozen=True)
+class Step:
+    """One service in a plan: what it is and what it waits for."""
+
+    service: str
+    kind: Kind
+    probe: str | None
+    waits_for: tuple[tuple[str, str], ...]  # (dependency, condition) for up; dependents for down
+
+
+@dataclass(frozen=True)
+class Plan:
+    action: str  # "up" or "down"
+    generations: tuple[tuple[Step, ...], ...]
+
+    @property
+    def order(self) -> list[str]:
+        return [step.service for wave in self.generations for step in wave]
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "action": self.action,
+            "order": self.order,
+            "generations": [[s.service for s in wave] for wave in self.generations],
+            "steps": [
+                {
+                    "service": s.service,
+                    "kind": s.kind.value,
+                    "probe": s.probe,
+                    "waits_for": [{"service": d, "condition": c} for d, c in s.waits_for],
+                }
+                for wave in self.generations
+                for s in wave
+            ],
+        }
+
+
+def profile_selection(catalogue: Catalogue, profiles: Sequence[str]) -> list[str]:
+    """Services active under ``profiles``: those with no profiles, plus those matching one."""
+    chosen = set(profiles)
+    return [
+        name
+        for name, service in catalogue.services.items()
+        if not service.profiles or chosen.intersection(service.profiles)
+    ]
+
+
+def select_up(
+    catalogue: Catalogue, graph: ServiceGraph, names: Sequence[str], profiles: Sequence[str]
+) -> set[str]:
+    """Named services (or the profile's) plus everything they need, whatever its profiles."""
+    roots = list(names) if names else profile_selection(catalogue, profiles)
+    return graph.select_up(roots)
+
+
+def select_down(
+    catalogue: Catalogue, graph: ServiceGraph, names: Sequence[str], profiles: Sequence[str]
+) -> set[str]:
+    """Named services plus everything that depends on them; no names: everything."""
+    if not names:
+        return set(graph.names)
+    return graph.select_down(names)
+
+
+def up_plan(catalogue: Catalogue, graph: ServiceGraph, selected: set[str]) -> Plan:
+    sub = graph.subgraph(selected)
+    waves = tuple(
+        tuple(
+            Step(
+                service=name,
+                kind=catalogue.services[name].kind,
+                probe=_probe_name(catalogue, name),
+                waits_for=tuple((d, sub.condition(d, name)) for d in sub.dependencies(name)),
+            )
+            for name in wave
+        )
+        for wave in sub.generations()
+    )
+    return Plan("up", waves)
+
+
+def down_plan(catalogue: Catalogue, graph: ServiceGraph, selected: set[str]) -> Plan:
+    sub = graph.subgraph(selected)
+    waves = tuple(
+        tuple(
+            Step(
+                service=name,
+                kind=catalogue.services[name].kind,
+                probe=_probe_name(catalogue, name),
+                waits_for=tuple((d, "stopped") for d in sub.dependents(name)),
+            )
+            for name in wave
+        )
+        for wave in sub.stop_generations()
+    )
+    return Plan("down", waves)
+
+
+def _probe_name(catalogue: Catalogue, name: str) -> str | None:
+    ready = catalogue.services[name].ready
+    return ready.type if ready is not None else None

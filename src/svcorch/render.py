@@ -1,0 +1,221 @@
+"""Pure functions from result objects to text, rich renderables and JSON.
+
+Used by the CLI only. Knows result types, never typer options.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from rich.text import Text
+from rich.tree import Tree
+
+from svcorch.graph import ServiceGraph
+from svcorch.model import Catalogue, Kind
+from svcorch.plan import Plan
+from svcorch.probes.base import is_secret_key, redact_url
+
+MASK = "***"
+
+
+# -- secrets -----------------------------------------------------------------------------------
+
+
+def redact(value: Any, key: str = "") -> Any:
+    """Mask secret-named keys and URL passwords anywhere in a JSON-like structure."""
+    if isinstance(value, dict):
+        return {k: redact(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v, key) for v in value]
+    if isinstance(value, str):
+        if key and is_secret_key(key) and value:
+            return MASK
+        return redact_url(value) if "://" in value else value
+    return value
+
+
+# -- catalogue ---------------------------------------------------------------------------------
+
+
+def resolved_catalogue(catalogue: Catalogue) -> dict[str, Any]:
+    """The interpolated catalogue with defaults filled, secrets masked."""
+    data = catalogue.model_dump(mode="json")
+    redacted: dict[str, Any] = redact(data)
+    return redacted
+
+
+def yaml_text(data: Any) -> str:
+    import yaml
+
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+
+
+def json_text(data: Any) -> str:
+    return json.dumps(data, indent=2, ensure_ascii=False)
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of services.yaml, with every registered probe type spelled out."""
+    from svcorch.probes import registry
+
+    schema = Catalogue.model_json_schema(mode="validation")
+    defs: dict[str, Any] = schema.setdefault("$defs", {})
+    variants = []
+    for probe_type in registry.all_types():
+        sub = probe_type.options.model_json_schema(
+            mode="validation", ref_template="#/$defs/{model}"
+        )
+        defs.update(sub.pop("$defs", {}))
+        title = sub.get("title", probe_type.name)
+        defs[title] = sub
+        variants.append({"$ref": f"#/$defs/{title}"})
+    defs["ProbeOptions"] = {
+        "title": "Probe",
+        "description": "a readiness probe: {type: ..., ...options}",
+        "oneOf": variants,
+    }
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "svcorch services.yaml"
+    properties: dict[str, Any] = schema.get("properties", {})
+    properties.pop("path", None)
+    properties.pop("dotenv", None)
+    return schema
+
+
+# -- graph -------------------------------------------------------------------------------------
+
+
+def _probe(catalogue: Catalogue, name: str) -> str:
+    ready = catalogue.services[name].ready
+    return ready.type if ready is not None else "started"
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def dot(
+    catalogue: Catalogue, graph: ServiceGraph, timings: Mapping[str, float] | None = None
+) -> str:
+    """Graphviz: one node per service (label shows the probe), one edge per dependency."""
+    lines = [
+        f"digraph {_quote(catalogue.name or 'services')} {{",
+        "  rankdir=BT;",
+        '  node [shape=box, style="rounded,filled", fillcolor="#eef3fb", fontname="Helvetica"];',
+        '  edge [fontname="Helvetica", fontsize=10];',
+    ]
+    slowest = max(timings.values(), default=0.0) if timings else 0.0
+    for name in graph.start_order():
+        service = catalogue.services[name]
+        label = f"{name}\\n[{_probe(catalogue, name)}]"
+        attributes = []
+        if service.kind is Kind.EXTERNAL:
+            attributes += ["shape=cylinder", 'fillcolor="#e8e8e8"', "style=filled"]
+            label += "\\nexternal"
+        elif service.kind is Kind.ONESHOT:
+            attributes += ['style="rounded,filled,dashed"', 'fillcolor="#fff6e0"']
+            label += "\\noneshot"
+        if timings is not None and name in timings:
+            label += f"\\n{timings[name]:.2f}s"
+            attributes.append(f'fillcolor="{_heat(timings[name], slowest)}"')
+        attributes.insert(0, f'label="{label}"')
+        lines.append(f"  {_quote(name)} [{', '.join(attributes)}];")
+    lines.extend(
+        f"  {_quote(dependency)} -> {_quote(dependent)}"
+        + (f" [label={_quote(condition)}]" if condition != "ready" else "")
+        + ";"
+        for dependency, dependent, condition in _edges(graph)
+    )
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _heat(seconds: float, slowest: float) -> str:
+    """White for instant, deep orange for the slowest service."""
+    share = seconds / slowest if slowest > 0 else 0.0
+    green = int(0xF4 - share * (0xF4 - 0x8C))
+    blue = int(0xF4 - share * (0xF4 - 0x3C))
+    return f"#ff{green:02x}{blue:02x}"
+
+
+def _edges(graph: ServiceGraph) -> list[tuple[str, str, str]]:
+    return sorted(
+        (dependency, dependent, graph.condition(dependency, dependent))
+        for dependency, dependent in graph.dag.edges
+    )
+
+
+def mermaid(catalogue: Catalogue, graph: ServiceGraph) -> str:
+    """``graph TD`` in the style of the seed's diagrams: base layer at the top."""
+    lines = ["graph TD"]
+    ids = {name: f"s{i}" for i, name in enumerate(graph.start_order())}
+    for name, node in ids.items():
+        service = catalogue.services[name]
+        label = f"{name}<br/>{_probe(catalogue, name)}"
+        if service.kind is Kind.EXTERNAL:
+            lines.append(f'    {node}[("{label}")]')
+        elif service.kind is Kind.ONESHOT:
+            lines.append(f'    {node}[/"{label}"/]')
+        else:
+            lines.append(f'    {node}["{label}"]')
+    for dependency, dependent, condition in _edges(graph):
+        arrow = f"-->|{condition}|" if condition != "ready" else "-->"
+        lines.append(f"    {ids[dependency]} {arrow} {ids[dependent]}")
+    return "\n".join(lines) + "\n"
+
+
+def tree(catalogue: Catalogue, graph: ServiceGraph) -> Tree:
+    """Each top service with what it needs beneath it."""
+    root = Tree(Text(catalogue.name or str(catalogue.path), style="bold"))
+    tops = [n for n in graph.start_order() if not graph.dependents(n)]
+
+    def add(branch: Tree, name: str, condition: str | None, seen: frozenset[str]) -> None:
+        label = Text(name, style="bold cyan")
+        label.append(f"  {_probe(catalogue, name)}", style="dim")
+        kind = catalogue.services[name].kind
+        if kind is not Kind.MANAGED:
+            label.append(f"  {kind.value}", style="magenta")
+        if condition and condition != "ready":
+            label.append(f"  (waits: {condition})", style="yellow")
+        node = branch.add(label)
+        for dependency in graph.dependencies(name):
+            if dependency not in seen:
+                add(node, dependency, graph.condition(dependency, name), seen | {dependency})
+
+    for name in tops:
+        add(root, name, None, frozenset({name}))
+    return root
+
+
+# -- plans -------------------------------------------------------------------------------------
+
+
+def plan_text(plan: Plan) -> Text:
+    text = Text()
+    verb = "start" if plan.action == "up" else "stop"
+    text.append(
+        f"{verb} plan: {len(plan.order)} services in {len(plan.generations)} waves\n", style="bold"
+    )
+    for index, wave in enumerate(plan.generations, start=1):
+        text.append(f"wave {index}\n", style="bold")
+        for step in wave:
+            text.append(f"  {step.service}", style="cyan")
+            if plan.action == "up":
+                how = {
+                    Kind.EXTERNAL: f"wait for {step.probe}",
+                    Kind.ONESHOT: "run to completion",
+                    Kind.MANAGED: f"start, ready by {step.probe or 'running'}",
+                }[step.kind]
+                text.append(f"  {how}")
+                if step.waits_for:
+                    waits = ", ".join(f"{d} {c}" for d, c in step.waits_for)
+                    text.append(f"  after: {waits}", style="dim")
+            else:
+                how = "leave running (external)" if step.kind is Kind.EXTERNAL else "stop"
+                text.append(f"  {how}")
+                if step.waits_for:
+                    text.append("  after: " + ", ".join(d for d, _ in step.waits_for), style="dim")
+            text.append("\n")
+    return text
