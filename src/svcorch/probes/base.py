@@ -6,12 +6,14 @@ catalogue validates; each probe type registers its options model and a factory.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import ClassVar, Protocol
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict
 
@@ -41,6 +43,31 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every secret replaced by ``***``, in its plain and URL-quoted spellings.
+
+    Servers and client libraries echo what they were given (a DSN, a header); a detail that
+    reaches the terminal, the state file or a notifier must not carry a password.
+    """
+    spellings: set[str] = set()
+    for secret in secrets:
+        if secret:
+            spellings.update((secret, unquote(secret), quote(secret, safe="")))
+    # longest first, so a secret that contains another is replaced whole
+    for spelling in sorted(spellings, key=len, reverse=True):
+        if spelling:
+            text = text.replace(spelling, "***")
+    return text
+
+
+def error_text(exc: BaseException) -> str:
+    """An error's own words: ``Connection refused``, not ``[Errno 111] Connection refused``."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc).strip()
+    return text or type(exc).__name__
+
+
 @dataclass(frozen=True)
 class ProbeResult:
     """The outcome of one attempt (or of a whole wait)."""
@@ -57,6 +84,10 @@ class ProbeResult:
     @classmethod
     def failed(cls, detail: str, *, retryable: bool, elapsed: float = 0.0) -> ProbeResult:
         return cls(ok=False, detail=detail, retryable=retryable, elapsed=elapsed)
+
+    def scrubbed(self, secrets: Iterable[str]) -> ProbeResult:
+        """This result with every secret removed from its detail."""
+        return replace(self, detail=redact(self.detail, secrets))
 
 
 class ProbeOptions(BaseModel):
@@ -128,3 +159,62 @@ class ProbeType:
     name: str
     options: type[ProbeOptions]
     create: Callable[[ProbeOptions, ProbeContext], Probe]
+
+
+MIN_BUDGET = 0.001
+
+
+def attempt_budget(options: ProbeOptions, deadline: float) -> float:
+    """Seconds this attempt may take: the attempt timeout, cut short by the overall deadline."""
+    remaining = deadline - time.monotonic()
+    return max(min(options.effective_attempt_timeout(), remaining), MIN_BUDGET)
+
+
+def remaining(stop_at: float) -> float:
+    """Seconds left until ``stop_at`` (a ``time.monotonic()``), never zero: clients reject 0."""
+    return max(stop_at - time.monotonic(), MIN_BUDGET)
+
+
+def run_bounded(
+    attempt: Callable[[float], ProbeResult], budget: float, *, name: str = "probe"
+) -> ProbeResult:
+    """Run ``attempt(stop_at)`` in a daemon thread; stop waiting for it when the budget is spent.
+
+    Each probe sets every client timeout from ``stop_at``, which ends a silent server's attempt
+    on time. But some client steps take several timeouts in a row (pymysql's handshake reads,
+    pika's connection workflow) and a server that trickles bytes resets a per-read timeout, so
+    the caller's promise is kept here. An abandoned attempt still ends by its own timeouts
+    shortly after and closes its own connection; nobody reads its answer.
+    """
+    started = time.monotonic()
+    stop_at = started + budget
+    results: list[ProbeResult] = []
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def work() -> None:
+        try:
+            results.append(attempt(stop_at))
+        except BaseException as exc:  # handed to the caller: a probe bug must not hide
+            errors.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=work, name=f"svcorch-probe-{name}", daemon=True).start()
+    if not done.wait(budget):
+        return ProbeResult.failed(
+            f"no answer within {budget:.3g}s",
+            retryable=True,
+            elapsed=time.monotonic() - started,
+        )
+    if errors:
+        raise errors[0]
+    return replace(results[0], elapsed=time.monotonic() - started)
+
+
+def bounded_check(
+    options: ProbeOptions, deadline: float, attempt: Callable[[float], ProbeResult]
+) -> ProbeResult:
+    """One client attempt within its budget, its detail scrubbed of every secret in options."""
+    budget = attempt_budget(options, deadline)
+    return run_bounded(attempt, budget, name=options.type).scrubbed(options.secrets())

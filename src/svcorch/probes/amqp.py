@@ -1,0 +1,228 @@
+"""amqp: ready when a connection and a channel open (and, if given, a queue exists).
+
+Retryable: refused, reset, timeouts, a handshake the broker closes while booting, a broker
+closing with CONNECTION_FORCED, a queue not declared yet (a worker that starts later may
+declare it). Fatal: login refused (ACCESS_REFUSED), unknown or forbidden vhost (NOT_ALLOWED),
+access to the queue refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import ssl
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, Self
+from urllib.parse import quote, unquote, urlsplit
+
+from pydantic import Field, field_validator, model_validator
+
+from svcorch.probes.base import (
+    Probe,
+    ProbeContext,
+    ProbeOptions,
+    ProbeResult,
+    ProbeType,
+    bounded_check,
+    error_text,
+    redact_url,
+    remaining,
+)
+
+if TYPE_CHECKING:
+    import pika
+
+PORTS = {False: 5672, True: 5671}
+SCHEMES = {"amqp": False, "amqps": True}
+# AMQP reply codes that no amount of waiting fixes
+FATAL_REPLY_CODES = {403: "access refused", 530: "not allowed"}
+NOT_FOUND = 404
+# pika wraps the broker's words in its own: "... ConnectionClosedByBroker: (403) 'ACCESS_...'"
+_BROKER_WORDS = re.compile(r"\((\d{3})\) '(.*?)'")
+
+
+@dataclass(frozen=True)
+class AmqpEndpoint:
+    host: str
+    port: int
+    vhost: str
+    user: str
+    password: str
+    tls: bool
+
+
+class AmqpOptions(ProbeOptions):
+    type: Literal["amqp"] = "amqp"
+    url: str | None = Field(
+        default=None, description="amqp://user:password@host:port/vhost (vhost %2F is /)"
+    )
+    host: str = "127.0.0.1"
+    port: int | None = Field(default=None, ge=1, le=65535, description="5672, or 5671 with tls")
+    vhost: str = "/"
+    user: str = "guest"
+    password: str = "guest"  # noqa: S105 - RabbitMQ's well-known default, as in pika
+    tls: bool = False
+    queue: str | None = Field(default=None, description="must exist (passive declare)")
+
+    @field_validator("url")
+    @classmethod
+    def _parse_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_amqp_url(value)
+        return value
+
+    @model_validator(mode="after")
+    def _url_or_parts(self) -> Self:
+        if self.url is not None:
+            fields = {"host", "port", "vhost", "user", "password", "tls"}
+            clash = self.model_fields_set & fields
+            if clash:
+                raise ValueError(f"give either `url` or {', '.join(sorted(clash))}, not both")
+        return self
+
+    def endpoint(self) -> AmqpEndpoint:
+        if self.url is not None:
+            return parse_amqp_url(self.url)
+        port = self.port or PORTS[self.tls]
+        return AmqpEndpoint(self.host, port, self.vhost, self.user, self.password, self.tls)
+
+    def target(self) -> str:
+        point = self.endpoint()
+        scheme = "amqps" if point.tls else "amqp"
+        host = f"[{point.host}]" if ":" in point.host else point.host
+        user = quote(point.user, safe="")
+        return f"{scheme}://{user}:***@{host}:{point.port}/{quote(point.vhost, safe='')}"
+
+    def secrets(self) -> list[str]:
+        return [*super().secrets(), self.endpoint().password]
+
+
+def parse_amqp_url(url: str) -> AmqpEndpoint:
+    """``amqp://user:pw@host:port/vhost`` -> endpoint. An empty path is the vhost ``/``."""
+    shown = redact_url(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"invalid amqp url {shown!r}: {exc}") from None
+    if parts.scheme not in SCHEMES:
+        raise ValueError(f"amqp url must start with amqp:// or amqps://, got {shown!r}")
+    if not parts.hostname:
+        raise ValueError(f"amqp url has no host: {shown!r}")
+    if parts.query or parts.fragment:
+        raise ValueError(f"amqp url: give options as probe keys, not in the query: {shown!r}")
+    tls = SCHEMES[parts.scheme]
+    vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
+    return AmqpEndpoint(
+        host=parts.hostname,
+        port=port or PORTS[tls],
+        vhost=vhost,
+        user=unquote(parts.username) if parts.username else "guest",
+        password=unquote(parts.password) if parts.password is not None else "guest",
+        tls=tls,
+    )
+
+
+class AmqpProbe:
+    def __init__(self, options: AmqpOptions) -> None:
+        self.options = options
+
+    def check(self, deadline: float) -> ProbeResult:
+        return bounded_check(self.options, deadline, self._attempt)
+
+    def _attempt(self, stop_at: float) -> ProbeResult:
+        import pika
+
+        # pika logs each failed connect at ERROR; with no handler configured, Python would
+        # print them to stderr. Records still reach any handler the application installs.
+        logging.getLogger("pika").addHandler(logging.NullHandler())
+        connection: pika.BlockingConnection | None = None
+        try:
+            connection = pika.BlockingConnection(self._parameters(stop_at))
+            channel = connection.channel()
+            if self.options.queue is not None:
+                declared = channel.queue_declare(self.options.queue, passive=True)
+                count = declared.method.message_count
+                return ProbeResult.passed(f"queue {self.options.queue!r}: {count} messages")
+            return ProbeResult.passed("connection and channel open")
+        except Exception as exc:  # pika raises from many layers; each is judged below
+            return self._judge(exc)
+        finally:
+            _close(connection)
+
+    def _parameters(self, stop_at: float) -> pika.ConnectionParameters:
+        import pika
+
+        point = self.options.endpoint()
+        timeout = remaining(stop_at)
+        return pika.ConnectionParameters(
+            host=point.host,
+            port=point.port,
+            virtual_host=point.vhost,
+            credentials=pika.PlainCredentials(point.user, point.password),
+            ssl_options=pika.SSLOptions(ssl.create_default_context()) if point.tls else None,
+            connection_attempts=1,
+            retry_delay=0,
+            # socket_timeout bounds the TCP connect, stack_timeout the whole TCP+TLS+AMQP
+            # handshake: a listener that never speaks ends here (checked against a silent one)
+            socket_timeout=timeout,
+            stack_timeout=timeout,
+            blocked_connection_timeout=timeout,
+        )
+
+    def _judge(self, exc: Exception) -> ProbeResult:
+        from pika import exceptions as pika_errors
+
+        if isinstance(exc, pika_errors.ChannelClosedByBroker):
+            words = f"{exc.reply_text} ({exc.reply_code})"
+            if exc.reply_code == NOT_FOUND:
+                return ProbeResult.failed(
+                    f"{words}; retrying: a service that starts later may declare it",
+                    retryable=True,
+                )
+            return ProbeResult.failed(words, retryable=exc.reply_code not in FATAL_REPLY_CODES)
+        if isinstance(exc, pika_errors.ConnectionClosedByBroker):
+            words = f"{exc.reply_text} ({exc.reply_code})"
+            return ProbeResult.failed(words, retryable=exc.reply_code not in FATAL_REPLY_CODES)
+        fatal = (
+            pika_errors.ProbableAuthenticationError,
+            pika_errors.ProbableAccessDeniedError,
+            pika_errors.AuthenticationError,
+        )
+        return ProbeResult.failed(_broker_words(exc), retryable=not isinstance(exc, fatal))
+
+
+def _broker_words(exc: BaseException) -> str:
+    """The broker's own reply when pika quotes it, else the innermost wrapped error's words.
+
+    pika nests its errors (AMQPConnectionError > AMQPConnectorSocketConnectError >
+    ConnectionRefusedError) and the outer ones have no text of their own.
+    """
+    for _ in range(8):  # pika never nests deeper; a cycle must not hang us
+        match = _BROKER_WORDS.search(repr(exc.args))
+        if match is not None:
+            return f"{match.group(2)} ({match.group(1)})"
+        inner = getattr(exc, "exception", None)
+        if not isinstance(inner, BaseException) and exc.args:
+            inner = exc.args[0]
+        if not isinstance(inner, BaseException):
+            break
+        exc = inner
+    return error_text(exc)
+
+
+def _close(connection: pika.BlockingConnection | None) -> None:
+    if connection is None or not connection.is_open:
+        return
+    # the broker may go away mid-close: the socket is released either way
+    with contextlib.suppress(Exception):
+        connection.close()
+
+
+def _create(options: ProbeOptions, context: ProbeContext) -> Probe:
+    assert isinstance(options, AmqpOptions)
+    return AmqpProbe(options)
+
+
+PROBE_TYPE = ProbeType(name="amqp", options=AmqpOptions, create=_create)

@@ -1,0 +1,188 @@
+"""redis: ready when PING answers PONG (and, if asked, the server has the expected role).
+
+Retryable: refused, reset, timeouts, ``LOADING`` (the dataset is still being read), a role
+other than the expected one (a replica may yet be promoted). Fatal: authentication
+(``WRONGPASS``, ``NOAUTH``, a password sent to a server without one) and ACL ``NOPERM``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Self
+from urllib.parse import unquote, urlsplit
+
+from pydantic import Field, field_validator, model_validator
+
+from svcorch.probes.base import (
+    Probe,
+    ProbeContext,
+    ProbeOptions,
+    ProbeResult,
+    ProbeType,
+    bounded_check,
+    error_text,
+    redact_url,
+    remaining,
+)
+
+DEFAULT_PORT = 6379
+SCHEMES = ("redis", "rediss")
+# what INFO says for each role the user may ask for
+INFO_ROLE = {"master": "master", "replica": "slave"}
+
+
+@dataclass(frozen=True)
+class RedisEndpoint:
+    """Where and how to connect, from either ``url`` or the separate keys."""
+
+    host: str
+    port: int
+    db: int
+    username: str | None
+    password: str | None
+    tls: bool
+
+
+class RedisOptions(ProbeOptions):
+    type: Literal["redis"] = "redis"
+    url: str | None = Field(
+        default=None, description="redis://[[user]:password@]host[:port][/db], or rediss://"
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=DEFAULT_PORT, ge=1, le=65535)
+    db: int = Field(default=0, ge=0)
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    role: Literal["master", "replica"] | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _parse_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_redis_url(value)
+        return value
+
+    @model_validator(mode="after")
+    def _url_or_parts(self) -> Self:
+        if self.url is not None:
+            clash = self.model_fields_set & {"host", "port", "db", "username", "password", "tls"}
+            if clash:
+                keys = ", ".join(sorted(clash))
+                raise ValueError(f"give either `url` or {keys}, not both")
+        return self
+
+    def endpoint(self) -> RedisEndpoint:
+        if self.url is not None:
+            return parse_redis_url(self.url)
+        return RedisEndpoint(self.host, self.port, self.db, self.username, self.password, self.tls)
+
+    def target(self) -> str:
+        point = self.endpoint()
+        scheme = "rediss" if point.tls else "redis"
+        auth = ""
+        if point.username or point.password is not None:
+            auth = (point.username or "") + (":***" if point.password is not None else "") + "@"
+        return f"{scheme}://{auth}{_netloc_host(point.host)}:{point.port}/{point.db}"
+
+    def secrets(self) -> list[str]:
+        found = super().secrets()
+        point = self.endpoint()
+        if point.password:
+            found.append(point.password)
+        return found
+
+
+def parse_redis_url(url: str) -> RedisEndpoint:
+    """``redis://user:pw@host:port/db`` -> endpoint; ValueError names what is wrong."""
+    shown = redact_url(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"invalid redis url {shown!r}: {exc}") from None
+    if parts.scheme not in SCHEMES:
+        raise ValueError(f"redis url must start with redis:// or rediss://, got {shown!r}")
+    if not parts.hostname:
+        raise ValueError(f"redis url has no host: {shown!r}")
+    if parts.query or parts.fragment:
+        raise ValueError(f"redis url: give options as probe keys, not in the query: {shown!r}")
+    path = parts.path.strip("/")
+    if path and not path.isdigit():
+        raise ValueError(f"redis url: the path must be a database number, got {path!r}")
+    return RedisEndpoint(
+        host=parts.hostname,
+        port=port or DEFAULT_PORT,
+        db=int(path) if path else 0,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password is not None else None,
+        tls=parts.scheme == "rediss",
+    )
+
+
+def _netloc_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+class RedisProbe:
+    def __init__(self, options: RedisOptions) -> None:
+        self.options = options
+
+    def check(self, deadline: float) -> ProbeResult:
+        return bounded_check(self.options, deadline, self._attempt)
+
+    def _attempt(self, stop_at: float) -> ProbeResult:
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.exceptions import NoPermissionError
+        from redis.retry import Retry
+
+        point = self.options.endpoint()
+        timeout = remaining(stop_at)
+        client = redis.Redis(
+            host=point.host,
+            port=point.port,
+            db=point.db,
+            username=point.username,
+            password=point.password,
+            ssl=point.tls,
+            socket_connect_timeout=timeout,
+            socket_timeout=timeout,
+            # redis-py retries 3 times with backoff by default; the wait loop owns retrying
+            retry=Retry(NoBackoff(), 0),
+        )
+        try:
+            client.ping()
+            role = None if self.options.role is None else client.info("replication").get("role")
+        except redis.AuthenticationError as exc:
+            return ProbeResult.failed(error_text(exc), retryable=False)
+        except NoPermissionError as exc:
+            return ProbeResult.failed(error_text(exc), retryable=False)
+        except redis.BusyLoadingError as exc:
+            return ProbeResult.failed(f"LOADING: {error_text(exc)}", retryable=True)
+        except (redis.RedisError, OSError) as exc:
+            # refused, reset, timed out, MASTERDOWN, max clients: all may heal
+            return ProbeResult.failed(error_text(exc), retryable=True)
+        finally:
+            client.close()
+        return self._judge_role(role)
+
+    def _judge_role(self, role: object) -> ProbeResult:
+        wanted = self.options.role
+        if wanted is None:
+            return ProbeResult.passed("PONG")
+        if role == INFO_ROLE[wanted]:
+            return ProbeResult.passed(f"PONG, role {wanted}")
+        shown = "replica" if role == "slave" else str(role)
+        return ProbeResult.failed(
+            f"PONG, but role is {shown}, expected {wanted} (retrying: roles change on failover)",
+            retryable=True,
+        )
+
+
+def _create(options: ProbeOptions, context: ProbeContext) -> Probe:
+    assert isinstance(options, RedisOptions)
+    return RedisProbe(options)
+
+
+PROBE_TYPE = ProbeType(name="redis", options=RedisOptions, create=_create)
