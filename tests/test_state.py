@@ -1,0 +1,271 @@
+"""The state directory: layout, the atomic state file, the lock, log rotation."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from svcorch.errors import SvcorchError
+from svcorch.process import ProcessRecord
+from svcorch.state import (
+    ServiceRecord,
+    StateError,
+    StateFile,
+    StateLayout,
+    StateLock,
+    StateLocked,
+    ensure_state_dir,
+    rotate_if_needed,
+    rotated_path,
+)
+from tests.support.procs import service_env
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_ensure_state_dir_creates_private_dirs_and_tightens_existing(tmp_path: Path) -> None:
+    root = ensure_state_dir(tmp_path / "a" / "state")
+    layout = StateLayout(root)
+    assert mode(root) == 0o700
+    assert mode(layout.logs_dir) == 0o700
+    assert layout.service_log("web") == root / "logs" / "web.log"
+    assert (layout.state_file.name, layout.socket.name, layout.lock.name) == (
+        "state.json",
+        "svcorch.sock",
+        "lock",
+    )
+    assert layout.daemon_log == root / "daemon.log"
+
+    loose = tmp_path / "loose"
+    loose.mkdir(mode=0o755)
+    loose.chmod(0o755)
+    ensure_state_dir(loose)
+    assert mode(loose) == 0o700
+
+
+# --- the state file ------------------------------------------------------------------------
+
+
+def sample_records() -> dict[str, ServiceRecord]:
+    return {
+        "redis": ServiceRecord(
+            name="redis",
+            state="ready",
+            pid=4242,
+            pgid=4242,
+            create_time=1700000000.12,
+            started_at=1700000000.5,
+            ready_at=1700000001.25,
+            restarts=2,
+            detail="tcp://127.0.0.1:16379 answered",
+            generation=3,
+        ),
+        "migrate": ServiceRecord(
+            name="migrate", state="completed", exited_at=1700000002.0, exit_code=0
+        ),
+    }
+
+
+def test_state_file_round_trip_is_atomic_and_private(tmp_path: Path) -> None:
+    state = StateFile(tmp_path / "state.json")
+    assert state.load() == {}  # nothing saved yet
+
+    state.save(sample_records())
+    state.save(sample_records())  # replacing works as well as creating
+
+    assert state.load() == sample_records()
+    assert os.listdir(tmp_path) == ["state.json"]  # no temp file left behind
+    assert mode(tmp_path / "state.json") == 0o600
+    assert state.load()["redis"].process() == ProcessRecord(4242, 4242, 1700000000.12)
+    assert state.load()["migrate"].process() is None
+
+
+def test_state_file_holds_no_environment_or_command_line(tmp_path: Path) -> None:
+    state = StateFile(tmp_path / "state.json")
+    state.save(sample_records())
+    document = json.loads((tmp_path / "state.json").read_text())
+    assert document["version"] == 1
+    keys = {key for record in document["services"] for key in record}
+    assert keys == {
+        "name", "state", "pid", "pgid", "create_time", "started_at", "ready_at",
+        "exited_at", "exit_code", "restarts", "detail", "generation",
+    }  # fmt: skip
+
+
+def test_a_failed_save_keeps_the_old_file_and_leaves_no_temp_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = StateFile(tmp_path / "state.json")
+    state.save(sample_records())
+    before = (tmp_path / "state.json").read_bytes()
+
+    def broken_replace(source: object, target: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(StateError, match=r"cannot write state file .*No space left on device"):
+        state.save({"web": ServiceRecord(name="web", state="starting")})
+
+    assert (tmp_path / "state.json").read_bytes() == before
+    assert os.listdir(tmp_path) == ["state.json"]
+
+
+def test_state_file_ignores_keys_from_a_newer_svcorch(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    path.write_text(
+        json.dumps(
+            {
+                "version": 2,
+                "written_by": "svcorch 9",
+                "services": [{"name": "web", "state": "ready", "pid": 7, "cgroup": "/x"}],
+            }
+        )
+    )
+    assert StateFile(path).load() == {"web": ServiceRecord(name="web", state="ready", pid=7)}
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        ('{"services": [', "corrupt: Expecting value at line 1 column 15"),
+        ("[]", "corrupt: no list of services"),
+        ('{"services": [{"state": "ready"}]}', "corrupt: service record without 'name'"),
+        ('{"services": [{"name": "w", "state": "ready", "pid": "12"}]}', "field 'pid'"),
+        ('{"services": [{"name": "w", "state": "ready", "restarts": null}]}', "'restarts'"),
+        ('{"services": ["web"]}', "corrupt: 'web' is not a record"),
+    ],
+)
+def test_a_corrupt_state_file_is_one_error_line_naming_it(
+    tmp_path: Path, content: str, reason: str
+) -> None:
+    path = tmp_path / "state.json"
+    path.write_text(content)
+    with pytest.raises(StateError) as caught:
+        StateFile(path).load()
+    message = str(caught.value)
+    assert message.startswith(f"state file {path} is ")
+    assert reason in message
+    assert "\n" not in message
+    assert isinstance(caught.value, SvcorchError)
+
+
+# --- the lock ------------------------------------------------------------------------------
+
+HOLDER = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from svcorch.state import StateLock
+    lock = StateLock(Path(sys.argv[1]))
+    assert lock.try_acquire()
+    print("locked", flush=True)
+    sys.stdin.readline()
+    lock.release()
+    print("released", flush=True)
+    sys.stdin.readline()
+    """
+)
+
+
+def test_state_lock_is_exclusive_across_processes(tmp_path: Path) -> None:
+    path = tmp_path / "lock"
+    with subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(path)],
+        env=service_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as holder:
+        assert holder.stdin is not None
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "locked\n"
+
+        assert StateLock(path).try_acquire() is False
+        with pytest.raises(StateLocked, match=rf"is locked by pid {holder.pid} "):
+            StateLock(path, blocking=False).acquire()
+        with pytest.raises(StateLocked), StateLock(path, timeout=0.1):
+            pass
+
+        holder.stdin.write("release\n")
+        holder.stdin.flush()
+        # waits (polling) until the holder lets go, well inside the timeout
+        with StateLock(path, timeout=10) as lock:
+            assert lock.held
+            assert lock.holder_pid() == os.getpid()
+            assert holder.stdout.readline() == "released\n"
+        assert not lock.held
+        holder.stdin.close()
+        assert holder.wait(timeout=10) == 0
+
+    lock = StateLock(path, blocking=False)
+    assert lock.try_acquire()
+    lock.release()
+    assert mode(path) == 0o600
+
+
+def test_the_kernel_drops_the_lock_when_its_holder_dies(tmp_path: Path) -> None:
+    path = tmp_path / "lock"
+    with subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(path)],
+        env=service_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as holder:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "locked\n"
+        holder.kill()
+        holder.wait(timeout=10)
+    with StateLock(path, blocking=False):
+        pass
+
+
+# --- log rotation --------------------------------------------------------------------------
+
+
+def test_rotation_shifts_backups_and_truncates_in_place(tmp_path: Path) -> None:
+    log = tmp_path / "web.log"
+    assert rotate_if_needed(log, max_size=10, backups=2) is False  # no log yet
+    log.write_text("short\n")
+    assert rotate_if_needed(log, max_size=10, backups=2) is False
+
+    for generation in ("first", "second", "third"):
+        log.write_text(f"{generation} generation of output\n")
+        assert rotate_if_needed(log, max_size=10, backups=2) is True
+        assert log.read_bytes() == b""
+
+    assert rotated_path(log, 1).read_text() == "third generation of output\n"
+    assert rotated_path(log, 2).read_text() == "second generation of output\n"
+    assert not rotated_path(log, 3).exists()  # the oldest was dropped
+    assert mode(rotated_path(log, 1)) == 0o600
+
+
+def test_rotation_keeps_an_append_writer_writing_to_the_same_file(tmp_path: Path) -> None:
+    log = tmp_path / "web.log"
+    # how a service holds its log: one O_APPEND descriptor for its whole life
+    writer = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.write(writer, b"before rotation, long enough\n")
+        assert rotate_if_needed(log, max_size=10, backups=1)
+        os.write(writer, b"after\n")
+    finally:
+        os.close(writer)
+    assert log.read_bytes() == b"after\n"  # at offset 0: no hole of NUL bytes
+    assert rotated_path(log, 1).read_bytes() == b"before rotation, long enough\n"
+
+
+def test_rotation_without_backups_just_truncates(tmp_path: Path) -> None:
+    log = tmp_path / "web.log"
+    log.write_text("x" * 100)
+    assert rotate_if_needed(log, max_size=10, backups=0)
+    assert log.read_bytes() == b""
+    assert os.listdir(tmp_path) == ["web.log"]
