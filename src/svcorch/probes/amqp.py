@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import ssl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Self
 from urllib.parse import quote, unquote, urlsplit
@@ -152,6 +151,8 @@ class AmqpProbe:
             _close(connection)
 
     def _parameters(self, stop_at: float) -> pika.ConnectionParameters:
+        import ssl
+
         import pika
 
         point = self.options.endpoint()

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
-import ssl
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Any, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
@@ -137,6 +134,10 @@ class InfluxdbProbe:
         return None
 
     def _database(self, database: str, stop_at: float) -> ProbeResult:
+        import ssl
+        import urllib.error
+        import urllib.request
+
         # the client's query API is v2-only; SHOW DATABASES is the 1.x way to ask
         query = urllib.parse.urlencode({"q": "SHOW DATABASES"})
         request = urllib.request.Request(f"{self.options.url}/query?{query}")  # noqa: S310
@@ -196,6 +197,8 @@ def _failed_http(exc: Exception, step: str) -> ProbeResult:
 
 def _server_words(exc: Exception) -> str:
     """The ``error`` or ``message`` the server put in its JSON body, else the reason."""
+    import urllib.error
+
     body: object = getattr(exc, "body", None)
     if body is None and isinstance(exc, urllib.error.HTTPError):
         try:
