@@ -36,7 +36,7 @@ CREATE_TIME_TOLERANCE = 0.01
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 _POLL_FIRST = 0.005
 _POLL_MAX = 0.1
-_COMMAND_LINE_SHOWN = 60
+_COMMAND_LINE_SHOWN = 100
 
 
 @dataclass(frozen=True)
@@ -147,11 +147,12 @@ def _open_log(label: str, log_path: Path, header: str | None) -> int:
 
 @functools.cache
 def _prctl() -> Callable[..., int]:
-    libc = ctypes.CDLL(None, use_errno=True)
-    prctl: Callable[..., int] = libc.prctl
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]  # type: ignore[attr-defined]
-    prctl.restype = ctypes.c_int  # type: ignore[attr-defined]
-    return prctl
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    # prctl is variadic in C; declare the unsigned long arguments the kernel reads
+    prctl.argtypes = [ctypes.c_int, *[ctypes.c_ulong] * 4]
+    prctl.restype = ctypes.c_int
+    call: Callable[..., int] = prctl
+    return call
 
 
 def _die_with_parent_hook(label: str) -> Callable[[], None]:
@@ -465,7 +466,9 @@ def check_ports_free(service: str, ports: Sequence[int]) -> None:
 
 
 def _shorten(command: str) -> str:
-    command = " ".join(command.split())  # one line, whatever the argv held
+    # like ps: the program's base name, then its arguments, cut to one readable line
+    program, _, arguments = " ".join(command.split()).partition(" ")
+    command = f"{os.path.basename(program)} {arguments}".strip()
     if len(command) <= _COMMAND_LINE_SHOWN:
         return command
     return command[: _COMMAND_LINE_SHOWN - 1].rstrip() + " …"

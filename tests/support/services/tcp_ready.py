@@ -26,7 +26,7 @@ def main() -> int:
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", args.port))
     listener.listen(16)
-    print(f"ready on {args.port}", flush=True)
+    print(f"ready on {listener.getsockname()[1]}", flush=True)
     deadline = None if args.exit_after is None else time.monotonic() + args.exit_after
     while True:
         if deadline is not None:
