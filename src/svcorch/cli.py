@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
-import click
 import typer
 
 from svcorch import __version__
@@ -31,6 +30,13 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_CRASH = 3
 EXIT_INTERRUPTED = 130
+
+# typer >= 0.17 vendors click (typer._click) and no longer installs it, so `import click` fails
+# on a fresh install and `click.ClickException` would not catch typer's usage errors anyway.
+# Both spellings derive BadParameter from a class named ClickException: take it from there.
+_ClickException: type[Exception] = next(
+    cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "ClickException"
+)
 
 app = typer.Typer(
     name="svcorch",
@@ -253,12 +259,12 @@ def run(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one exit per e
     """Run the CLI and return its exit code; every error becomes one line per problem."""
     try:
         result: Any = app(args=argv, standalone_mode=False, prog_name="svcorch")
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return int(exc.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         return _fail(["interrupted"], EXIT_INTERRUPTED)
-    except click.ClickException as exc:
-        exc.show()
+    except _ClickException as exc:  # bad option, unknown command, missing argument
+        exc.show()  # type: ignore[attr-defined]
         return EXIT_USAGE
     except CatalogueError as exc:
         return _fail([str(p) for p in exc.problems], exc.exit_code)
