@@ -7,6 +7,7 @@ system-wide servers on the standard ports are never touched.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import shutil
@@ -135,7 +136,7 @@ bind-address = "127.0.0.1:{rpc_port}"
 
 def _influx_pings(url: str) -> bool:
     try:
-        with urllib.request.urlopen(f"{url}/ping", timeout=0.5) as response:  # noqa: S310
+        with urllib.request.urlopen(f"{url}/ping", timeout=0.5) as response:
             return bool(response.status == 204)
     except (OSError, urllib.error.URLError):
         return False
@@ -165,12 +166,12 @@ def private_influxd(workdir: Path, *, auth: bool = False) -> Iterator[str]:
 
 def influx_query(url: str, query: str, *, auth: tuple[str, str] | None = None) -> None:
     """Run one InfluxQL statement (CREATE DATABASE, CREATE USER ...) through POST /query."""
-    params = {"q": query}
+    data = urllib.parse.urlencode({"q": query}).encode()
+    request = urllib.request.Request(f"{url}/query", data=data, method="POST")
     if auth is not None:
-        params |= {"u": auth[0], "p": auth[1]}
-    data = urllib.parse.urlencode(params).encode()
-    request = urllib.request.Request(f"{url}/query", data=data, method="POST")  # noqa: S310
-    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+        pair = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        request.add_header("Authorization", f"Basic {pair}")
+    with urllib.request.urlopen(request, timeout=5) as response:
         response.read()
 
 

@@ -150,6 +150,9 @@ class RedisProbe:
             socket_timeout=timeout,
             # redis-py retries 3 times with backoff by default; the wait loop owns retrying
             retry=Retry(NoBackoff(), 0),
+            # RESP2: every server speaks it (HELLO needs Redis 6), and an unauthenticated
+            # PING then gets the plain "NOAUTH Authentication required."
+            protocol=2,
         )
         try:
             client.ping()
