@@ -25,6 +25,7 @@ from svcorch.model import (
     Catalogue,
     Condition,
     Service,
+    _stringify_env,
 )
 from svcorch.probes import registry
 from svcorch.probes.base import ProbeOptions
@@ -86,6 +87,9 @@ class _Loader:
         if not isinstance(data, dict):
             self.fail_if_problems()
         assert isinstance(data, dict)
+        # `x-` keys are ignored (they hold YAML anchors): dropped before interpolation, so a
+        # variable used only inside an anchor's definition is not reported there
+        data = {k: v for k, v in data.items() if not str(k).startswith("x-")}
         known = len(self.problems)
         self.check_version(data)
         if len(self.problems) > known:
@@ -145,7 +149,7 @@ class _Loader:
             files = []
         for name, where in files:
             self.read_dotenv(name, where)
-        raw_env = data.get("env") or {}
+        raw_env = _stringify_env(data.get("env") or {})
         if not isinstance(raw_env, dict):
             return  # the model reports the type
         for key, value in raw_env.items():
@@ -264,7 +268,7 @@ class _Loader:
                     )
         elif "services" not in data:
             self.problem("missing `services` (a mapping of service name to its definition)")
-        data = {k: v for k, v in data.items() if not str(k).startswith("x-")}
+        self.reject_internal_fields(data)
         try:
             catalogue = Catalogue.model_validate(
                 {**data, "path": self.path}, context={"dotenv": self.dotenv}
@@ -273,6 +277,22 @@ class _Loader:
             self.report(exc, (), Catalogue)
             return None
         return catalogue.model_copy(update={"dotenv": dict(self.dotenv)})
+
+    def reject_internal_fields(self, data: dict[str, Any]) -> None:
+        """The model's own fields (the file's path, the dotenv values, a service's name) are
+        not keys users may write: pydantic would accept them and the loader overwrite them."""
+        for key in ("path", "dotenv"):
+            if key in data:
+                self.problem(f"unknown key {key!r}", (key,), key=True)
+        services = data.get("services")
+        for name, spec in services.items() if isinstance(services, dict) else ():
+            if isinstance(spec, dict) and "name" in spec:
+                hint = " (the service's name is its key under `services`)"
+                self.problem(
+                    f"service {name!r}: unknown key 'name'{hint}",
+                    ("services", name, "name"),
+                    key=True,
+                )
 
     def report(self, exc: ValidationError, prefix: Path_, model: type[BaseModel]) -> None:
         for error in exc.errors():
@@ -283,6 +303,8 @@ class _Loader:
                 hint = _did_you_mean(key, _fields_at(model, tuple(error["loc"][:-1])))
                 self.problem(f"{_context(loc[:-1])}unknown key {key!r}{hint}", loc, key=True)
             elif kind == "missing":
+                if loc == ("services",):
+                    continue  # validate_model already said so, with a hint
                 self.problem(f"{_context(loc[:-1])}missing required key {str(loc[-1])!r}", loc[:-1])
             else:
                 message = error["msg"].removeprefix("Value error, ")
@@ -299,8 +321,9 @@ class _Loader:
             if not isinstance(needs, list | dict):
                 continue
             for position, dependency in enumerate(needs):
-                if not isinstance(dependency, str):
+                if isinstance(dependency, bool) or not isinstance(dependency, str | int):
                     continue  # the model reports the type
+                dependency = str(dependency)
                 where = self.dependency_path(name, dependency, position)
                 if dependency == name:
                     self.problem(f"service {name!r}: depends on itself", where)
@@ -330,7 +353,9 @@ class _Loader:
         try:
             graph.ServiceGraph.from_catalogue(catalogue)
         except DependencyCycle as exc:
-            self.problems.append(Problem(self.source, str(exc)))
+            self.problems.extend(
+                Problem(self.source, str(DependencyCycle([cycle]))) for cycle in exc.cycles
+            )
 
     def dependency_path(self, service: str, dependency: str, position: int) -> Path_:
         base: Path_ = ("services", service, "depends_on")
@@ -396,6 +421,13 @@ def _walk_types(annotation: Any) -> Iterator[Any]:
             yield from _walk_types(argument)
 
 
-def service_environment(catalogue: Catalogue, service: Service) -> dict[str, str]:
-    """What a service's process sees: os.environ < env_file < top-level env < its own env."""
-    return {**os.environ, **catalogue.dotenv, **catalogue.env, **service.env}
+def service_environment(
+    catalogue: Catalogue, service: Service, environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """What a service's process sees: environment < env_file < top-level env < its own env.
+
+    ``environ`` is the environment of the command that asked for the start (the daemon gets
+    it with each request), defaulting to this process's own.
+    """
+    base = os.environ if environ is None else environ
+    return {**base, **catalogue.dotenv, **catalogue.env, **service.env}

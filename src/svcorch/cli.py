@@ -198,6 +198,9 @@ def graph(
     dot: Annotated[bool, typer.Option("--dot", help="Graphviz dot.")] = False,
     mermaid: Annotated[bool, typer.Option("--mermaid", help="Mermaid `graph TD`.")] = False,
     as_tree: Annotated[bool, typer.Option("--tree", help="A tree (the default).")] = False,
+    timings: Annotated[
+        bool, typer.Option("--timings", help="With --dot: colour by the last up's start→ready.")
+    ] = False,
 ) -> None:
     """Draw the dependency graph (of SERVICE… and what they need)."""
     from svcorch import render
@@ -207,8 +210,16 @@ def graph(
     catalogue, full = load()
     selected = full.select_up(names) if names else set(full.names)
     sub = full.subgraph(selected)
+    if timings and not dot:
+        raise UsageError("--timings goes with --dot")
     if dot:
-        write(render.dot(catalogue, sub))
+        durations = None
+        if timings:
+            from svcorch.commands import analyze
+            from svcorch.state import StateLayout
+
+            durations = analyze.durations(StateLayout(_options.resolved_state_dir))
+        write(render.dot(catalogue, sub, durations))
     elif mermaid:
         write(render.mermaid(catalogue, sub))
     else:

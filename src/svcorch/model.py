@@ -189,7 +189,11 @@ class Service(_Frozen):
     restart: RestartSpec = Field(default_factory=RestartSpec)
     stop: StopSpec = Field(default_factory=StopSpec)
     profiles: list[str] = Field(default_factory=list)
-    external: bool = Field(default=False, description="never started or stopped; only probed")
+    external: bool = Field(
+        default=False,
+        description="never started or stopped, only probed; `command` and `ports` are then"
+        " ignored, so one entry can switch with `external: ${USE_SYSTEM_REDIS:-false}`",
+    )
     oneshot: bool = Field(default=False, description="must exit 0; dependents may wait for it")
     ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(
         default_factory=list, description="must be free before the service is spawned"
@@ -206,7 +210,17 @@ class Service(_Frozen):
         if value is None:
             return {}
         if isinstance(value, list):
-            return {str(name): {} for name in value}
+            # a list holds names only; `[a, {b: completed}]` would otherwise become a service
+            # called "{'b': 'completed'}" that no check knows about
+            names: dict[str, Any] = {}
+            for entry in value:
+                if isinstance(entry, bool) or not isinstance(entry, str | int):
+                    raise ValueError(
+                        f"expected service names, got {entry!r} (for a condition use a mapping:"
+                        " `depends_on: {name: completed}`)"
+                    )
+                names[str(entry)] = {}
+            return names
         return value
 
     @field_validator("ready", mode="before")
@@ -230,8 +244,6 @@ class Service(_Frozen):
     def _coherent(self) -> Service:
         if self.external and self.oneshot:
             raise ValueError("a service cannot be both external and oneshot")
-        if self.external and self.command is not None:
-            raise ValueError("an external service has no command (svcorch never starts it)")
         if self.external and self.ready is None:
             raise ValueError("an external service needs a `ready` probe (that is all svcorch does)")
         if not self.external and self.command is None:

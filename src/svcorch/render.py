@@ -6,7 +6,7 @@ Used by the CLI only. Knows result types, never typer options.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.text import Text
@@ -218,4 +218,155 @@ def plan_text(plan: Plan) -> Text:
                 if step.waits_for:
                     text.append("  after: " + ", ".join(d for d, _ in step.waits_for), style="dim")
             text.append("\n")
+    return text
+
+
+# -- runtime -----------------------------------------------------------------------------------
+
+STATE_STYLES = {
+    "ready": "green",
+    "completed": "green",
+    "external-ok": "green",
+    "starting": "yellow",
+    "waiting": "dim",
+    "probing": "yellow",
+    "running": "yellow",
+    "backoff": "magenta",
+    "unready": "magenta",
+    "stopping": "yellow",
+    "stopped": "dim",
+    "failed": "bold red",
+    "fatal": "bold red",
+    "blocked": "red",
+    "external-down": "bold red",
+}
+
+SERVICE_COLOURS = (
+    "cyan",
+    "magenta",
+    "green",
+    "yellow",
+    "blue",
+    "bright_cyan",
+    "bright_magenta",
+    "bright_green",
+    "bright_yellow",
+    "bright_blue",
+)
+
+
+def state_style(state: str) -> str:
+    if state.startswith("exited"):
+        return "red"
+    return STATE_STYLES.get(state, "")
+
+
+def event_line(event: Mapping[str, Any], width: int = 16) -> Text:
+    """One transition as one line: ``redis            ready      PONG (0.41s)``."""
+    line = Text()
+    line.append(f"{event['service']:<{width}} ", style="bold")
+    new = str(event["new"])
+    line.append(f"{new:<10}", style=state_style(new))
+    detail = str(event.get("detail") or "")
+    if detail:
+        line.append(f" {detail}")
+    return line
+
+
+def outcome_text(outcome: Mapping[str, Any], *, verbose_failures: bool = True) -> Text:
+    text = Text()
+    action = str(outcome.get("action"))
+    elapsed = float(outcome.get("elapsed") or 0.0)
+    done = list(outcome.get("done") or [])
+    already = list(outcome.get("already") or [])
+    failed = list(outcome.get("failed") or [])
+    blocked = list(outcome.get("blocked") or [])
+    pending = list(outcome.get("pending") or [])
+    verb = {"up": "ready", "down": "stopped", "restart": "restarted"}.get(action, action)
+    if outcome.get("ok"):
+        if not done and already:
+            text.append(
+                f"nothing to do: {len(already)} already {verb} ({', '.join(already)})\n",
+                style="green",
+            )
+        elif not done and not already:
+            text.append(
+                f"nothing to do ({'nothing running' if action == 'down' else ''})\n".replace(
+                    " ()", ""
+                ),
+                style="green",
+            )
+        else:
+            text.append(f"{len(done)} {verb} in {elapsed:.2f}s", style="bold green")
+            if already:
+                text.append(f" ({len(already)} already {verb})", style="dim")
+            text.append("\n")
+        return text
+    for failure in failed:
+        text.append(f"{failure['service']} failed: ", style="bold red")
+        text.append(f"{failure['reason']}\n")
+        tail = failure.get("log_tail") or []
+        if verbose_failures and tail:
+            text.append(f"  last {len(tail)} lines of its log:\n", style="dim")
+            for line in tail:
+                text.append(f"  | {line}\n", style="dim")
+    if blocked:
+        text.append(f"not started (a dependency failed): {', '.join(blocked)}\n", style="red")
+    if pending:
+        text.append(f"still starting: {', '.join(pending)}\n", style="yellow")
+    return text
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def status_table(rows: Sequence[Mapping[str, Any]]) -> Any:
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("SERVICE", "STATE", "PID", "UPTIME", "RESTARTS", "DETAIL"):
+        table.add_column(column)
+    for row in rows:
+        state = str(row["state"])
+        table.add_row(
+            str(row["service"]),
+            Text(state, style=state_style(state)),
+            str(row["pid"] or ""),
+            _age(row.get("uptime")),
+            str(row.get("restarts") or 0),
+            str(row.get("detail") or ""),
+        )
+    return table
+
+
+def log_line(service: str, line: str, width: int, colour: str) -> Text:
+    text = Text()
+    text.append(f"{service:<{width}} | ", style=colour)
+    text.append(line)
+    return text
+
+
+def analysis_text(analysis: Mapping[str, Any]) -> Text:
+    text = Text()
+    chain = analysis.get("critical_chain") or []
+    if not chain:
+        text.append("no start-up recorded yet: run `svcorch up` first\n")
+        return text
+    text.append(f"ready after {float(analysis['total']):.2f}s; the critical chain:\n", style="bold")
+    for link in reversed(chain):
+        text.append(f"  {link['service']:<18}", style="cyan")
+        text.append(f" @{float(link['started']):7.3f}s  +{float(link['took']):.3f}s\n")
+    durations = analysis.get("durations") or {}
+    if durations:
+        text.append("slowest start -> ready:\n", style="bold")
+        for name, took in sorted(durations.items(), key=lambda kv: -float(kv[1]))[:10]:
+            text.append(f"  {name:<18} {float(took):.3f}s\n")
     return text

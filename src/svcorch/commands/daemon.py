@@ -1,0 +1,110 @@
+"""Finding or starting the supervisor daemon, and sending it requests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from svcorch import control
+from svcorch.errors import DaemonError
+from svcorch.state import StateLayout, StateLock, ensure_state_dir
+
+START_TIMEOUT = 30.0  # adoption of many services and a slow disk can take a while
+
+
+def running(layout: StateLayout) -> bool:
+    connection = control.connect(layout.socket, timeout=1.0)
+    if connection is None:
+        return False
+    with connection:
+        try:
+            connection.request({"op": "ping"})
+        except (DaemonError, OSError):
+            return False
+    return True
+
+
+def ensure(layout: StateLayout, file: Path, environ: Mapping[str, str]) -> None:
+    """Start a daemon for this state dir unless one answers already."""
+    if running(layout):
+        return
+    ensure_state_dir(layout.root)
+    with layout.daemon_log.open("ab") as daemon_log:
+        starter = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "svcorch.supervisor",
+                "--detach",
+                "--state-dir",
+                str(layout.root),
+                "--file",
+                str(file.absolute()),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=daemon_log,
+            stderr=daemon_log,
+            env=dict(environ),
+            cwd=str(layout.root),
+            start_new_session=True,  # Ctrl-C in this terminal must not reach the daemon
+            close_fds=True,
+        )
+    code = starter.wait()  # only the intermediate: it forks the daemon and exits
+    if code != 0:
+        raise DaemonError(
+            f"the svcorch daemon failed to start (exit {code}): " + _last_line(layout.daemon_log)
+        )
+    started = time.monotonic()
+    delay = 0.002
+    while not running(layout):
+        waited = time.monotonic() - started
+        if waited > 0.5 and not _lock_held(layout):
+            raise DaemonError(
+                "the svcorch daemon exited at start: " + _last_line(layout.daemon_log)
+            )
+        if waited > START_TIMEOUT:
+            raise DaemonError(
+                f"the svcorch daemon did not answer within {START_TIMEOUT:g}s;"
+                f" see {layout.daemon_log}"
+            )
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+def _lock_held(layout: StateLayout) -> bool:
+    lock = StateLock(layout.lock, blocking=False)
+    if lock.try_acquire():
+        lock.release()
+        return False
+    return True
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
+
+
+def request(
+    layout: StateLayout,
+    message: dict[str, Any],
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    connection = control.connect(layout.socket)
+    if connection is None:
+        raise DaemonError(f"no svcorch daemon is running for {layout.root}")
+    with connection:
+        return connection.request(message, on_event)
+
+
+def client_environment(state_dir: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["SVCORCH_STATE_DIR"] = str(state_dir)
+    return env

@@ -1,0 +1,124 @@
+"""`svcorch up --foreground`: the same engine in this process, output streamed with prefixes.
+
+Ctrl-C or SIGTERM does an ordered down of everything it started, then exits 130 / 143.
+Children get PDEATHSIG, so even a kill -9 of this process leaves no service behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from svcorch.commands.logs import POLL_FIRST, POLL_MAX, Follower
+from svcorch.engine import Engine, Event, Outcome
+from svcorch.errors import UsageError
+from svcorch.model import Catalogue
+from svcorch.state import StateFile, StateLayout, StateLock, ensure_state_dir
+
+
+@dataclass
+class Hooks:
+    """How the foreground run talks to the terminal (the CLI supplies these)."""
+
+    on_event: Callable[[Event], None]
+    on_line: Callable[[str, str], None]
+    on_outcome: Callable[[Outcome], None]
+    on_stopping: Callable[[str], None]
+
+
+def run(
+    catalogue: Catalogue,
+    layout: StateLayout,
+    selected: set[str],
+    hooks: Hooks,
+    environ: dict[str, str],
+) -> int:
+    ensure_state_dir(layout.root)
+    lock = StateLock(layout.lock, blocking=False)
+    if not lock.try_acquire():
+        raise UsageError(
+            f"another svcorch (a daemon or a foreground up) owns {layout.root}; "
+            "use `svcorch down` first, or another --state-dir"
+        )
+    try:
+        return asyncio.run(_main(catalogue, layout, selected, hooks, environ))
+    finally:
+        lock.release()
+
+
+async def _main(
+    catalogue: Catalogue,
+    layout: StateLayout,
+    selected: set[str],
+    hooks: Hooks,
+    environ: dict[str, str],
+) -> int:
+    engine = Engine(catalogue, layout, die_with_parent=True, environ=environ)
+    engine.adopt(StateFile(layout.state_file).load())
+    engine.subscribe(hooks.on_event)
+    engine.start_housekeeping()
+    received: list[int] = []
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def record(sig: int) -> None:  # the handler only records; the loop below acts
+        received.append(sig)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, record, sig)
+    streamer = loop.create_task(_stream(layout, sorted(selected), hooks.on_line))
+    code = 0
+    try:
+        up = loop.create_task(engine.up(selected))
+        stopper = loop.create_task(stop.wait())
+        await asyncio.wait({up, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if up.done():
+            outcome = up.result()
+            hooks.on_outcome(outcome)
+            if outcome.ok:
+                await stop.wait()
+            else:
+                code = 1
+        else:
+            up.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await up
+        stopper.cancel()
+        reason = signal.Signals(received[0]).name if received else "a failed start"
+        hooks.on_stopping(reason)
+        await engine.down(engine.graph.names)
+    finally:
+        streamer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await streamer
+        await engine.close()
+    if received:
+        return 128 + received[0]
+    return code
+
+
+async def _stream(
+    layout: StateLayout, services: list[str], emit: Callable[[str, str], None]
+) -> None:
+    followers = [Follower(s, layout.service_log(s)) for s in services]
+    for follower in followers:
+        follower.start_at_end()
+    delay = POLL_FIRST
+    try:
+        while True:
+            got = False
+            for follower in followers:
+                for line in follower.read_new():
+                    emit(follower.service, line)
+                    got = True
+            delay = POLL_FIRST if got else min(delay * 1.5, POLL_MAX)
+            await asyncio.sleep(delay)
+    except asyncio.CancelledError:
+        for follower in followers:  # whatever the services wrote while stopping
+            for line in follower.read_new():
+                emit(follower.service, line)
+        raise

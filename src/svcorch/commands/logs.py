@@ -1,0 +1,98 @@
+"""`svcorch logs`: the last lines of each service's log, and following them.
+
+Following survives rotation (copytruncate shrinks the file: read again from the start) and
+restarts (the file is appended to; a header line marks each start).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from svcorch.state import StateLayout, rotated_path
+
+POLL_FIRST = 0.01
+POLL_MAX = 0.25
+
+
+def tail_lines(path: Path, count: int) -> list[str]:
+    """The last ``count`` lines of ``path`` (and of its newest rotation if it is short)."""
+    if count <= 0:
+        return []
+    lines: list[str] = []
+    for candidate in (path, rotated_path(path, 1)):
+        try:
+            with candidate.open("rb") as handle:
+                handle.seek(0, os.SEEK_END)
+                size = handle.tell()
+                handle.seek(max(0, size - max(65536, count * 512)))
+                chunk = handle.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            continue
+        lines = chunk + lines
+        if len(lines) >= count:
+            break
+    return lines[-count:]
+
+
+@dataclass
+class Follower:
+    """Reads what was appended to one file since the last call."""
+
+    service: str
+    path: Path
+    position: int = 0
+    partial: str = ""
+
+    def start_at_end(self) -> None:
+        try:
+            self.position = self.path.stat().st_size
+        except OSError:
+            self.position = 0
+
+    def read_new(self) -> list[str]:
+        try:
+            size = self.path.stat().st_size
+        except OSError:
+            return []
+        if size < self.position:
+            self.position = 0  # rotated by truncation: the new content starts at 0
+        if size == self.position:
+            return []
+        with self.path.open("rb") as handle:
+            handle.seek(self.position)
+            data = handle.read(size - self.position)
+        self.position += len(data)
+        text = self.partial + data.decode("utf-8", "replace")
+        *complete, self.partial = text.split("\n")
+        return complete
+
+
+def follow(
+    layout: StateLayout,
+    services: list[str],
+    emit: Callable[[str, str], None],
+    stop: Callable[[], bool],
+) -> None:
+    """Emit new lines of every service's log until ``stop()``; polls fast, then slower."""
+    followers = [Follower(s, layout.service_log(s)) for s in services]
+    for follower in followers:
+        follower.start_at_end()
+    delay = POLL_FIRST
+    while not stop():
+        got = False
+        for follower in followers:
+            for line in follower.read_new():
+                emit(follower.service, line)
+                got = True
+        delay = POLL_FIRST if got else min(delay * 1.5, POLL_MAX)
+        time.sleep(delay)
+
+
+def initial(layout: StateLayout, services: list[str], count: int) -> Iterator[tuple[str, str]]:
+    for service in services:
+        for line in tail_lines(layout.service_log(service), count):
+            yield service, line

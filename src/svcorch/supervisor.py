@@ -1,0 +1,238 @@
+"""The supervisor daemon: one per state directory, owning the service processes.
+
+``python -m svcorch.supervisor --state-dir DIR --file services.yaml`` is started by the CLI,
+in its own session, with the requesting command's environment. It adopts what a previous
+daemon left running, serves the control socket, and exits once a ``down`` of everything has
+left nothing running (or on SIGTERM, after stopping everything).
+
+Signal handlers only record; the loop acts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from svcorch import catalogue as catalogue_module
+from svcorch import control, plan
+from svcorch.engine import Engine, Event
+from svcorch.errors import CatalogueError, SvcorchError
+from svcorch.model import Catalogue
+from svcorch.state import StateFile, StateLayout, StateLock, ensure_state_dir
+
+log = logging.getLogger("svcorch.daemon")
+
+
+def load_catalogue(file: Path, environ: Mapping[str, str], state_dir: Path) -> Catalogue:
+    env = dict(environ)
+    env["SVCORCH_STATE_DIR"] = str(state_dir)
+    return catalogue_module.load(file, environ=env)
+
+
+class Daemon:
+    def __init__(self, layout: StateLayout, file: Path) -> None:
+        self.layout = layout
+        self.file = file
+        self.engine: Engine | None = None
+        self.finished = asyncio.Event()
+        self.shutdown_requested = False
+        self.busy = 0
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        catalogue = load_catalogue(self.file, os.environ, self.layout.root)
+        self.engine = Engine(catalogue, self.layout)
+        adopted = self.engine.adopt(StateFile(self.layout.state_file).load())
+        if adopted:
+            log.info("adopted %s", ", ".join(adopted))
+        self.engine.start_housekeeping()
+        with contextlib.suppress(FileNotFoundError):
+            self.layout.socket.unlink()  # a stale socket of a killed daemon; we hold the lock
+        old_umask = os.umask(0o177)
+        try:
+            server = await asyncio.start_unix_server(
+                self._serve, path=str(self.layout.socket), limit=control.MAX_LINE
+            )
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.layout.socket, 0o600)
+        log.info("listening on %s (pid %d)", self.layout.socket, os.getpid())
+        async with server:
+            await self.finished.wait()
+            server.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.layout.socket.unlink()
+        await self.engine.close()
+        log.info("exiting")
+        return 0
+
+    def _on_signal(self, sig: int) -> None:
+        log.info("got %s: stopping everything", signal.Signals(sig).name)
+        if not self.shutdown_requested:
+            self.shutdown_requested = True
+            task = asyncio.get_running_loop().create_task(self._down_everything())
+            task.add_done_callback(lambda _: self.finished.set())
+
+    async def _down_everything(self) -> None:
+        assert self.engine is not None
+        await self.engine.down(self.engine.graph.names)
+        self.engine.persist_now()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.busy += 1
+        try:
+            line = await reader.readline()
+            if not line:
+                return
+            request = control.decode(line)
+            await self._dispatch(request, writer)
+        except SvcorchError as exc:
+            await self._send(writer, {"error": str(exc)})
+        except (ConnectionError, asyncio.IncompleteReadError):
+            log.info("client went away")
+        except Exception as exc:
+            # an unexpected error is logged with its traceback and reported as one line;
+            # the daemon keeps supervising everything else
+            log.exception("request failed")
+            await self._send(
+                writer,
+                {
+                    "error": f"internal error in the daemon: "
+                    f"{type(exc).__name__}: {exc} (see daemon.log)"
+                },
+            )
+        finally:
+            self.busy -= 1
+            with contextlib.suppress(Exception):
+                writer.close()
+                await writer.wait_closed()
+            self._exit_if_idle()
+
+    async def _send(self, writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
+        with contextlib.suppress(ConnectionError):
+            writer.write(control.encode(message))
+            await writer.drain()
+
+    def _reload(self, request: dict[str, Any]) -> Engine:
+        assert self.engine is not None
+        environ = request.get("environ")
+        if not isinstance(environ, dict):
+            environ = dict(os.environ)
+        file = Path(str(request.get("file") or self.file))
+        try:
+            catalogue = load_catalogue(file, environ, self.layout.root)
+        except CatalogueError as exc:
+            raise SvcorchError("\n".join(str(p) for p in exc.problems)) from None
+        self.engine.load(catalogue, environ)
+        return self.engine
+
+    async def _dispatch(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> None:
+        op = request.get("op")
+        names = [str(n) for n in request.get("services") or []]
+        profiles = [str(p) for p in request.get("profiles") or []]
+        if op == "ping":
+            await self._send(writer, {"result": {"ok": True, "pid": os.getpid()}})
+            return
+        if op not in control.OPS:
+            raise SvcorchError(f"unknown request {op!r}")
+        engine = self._reload(request) if op != "status" else self.engine
+        assert engine is not None
+        if op == "status":
+            rows = [row.to_dict() for row in engine.status(names or None)]
+            await self._send(writer, {"result": {"ok": True, "services": rows}})
+            return
+
+        queue: asyncio.Queue[Event] = asyncio.Queue()
+        unsubscribe = engine.subscribe(queue.put_nowait)
+        forwarder = asyncio.get_running_loop().create_task(self._forward(queue, writer))
+        try:
+            timeout = request.get("timeout")
+            stop_timeout = float(timeout) if isinstance(timeout, int | float) else None
+            if op == "up":
+                selected = plan.select_up(engine.catalogue, engine.graph, names, profiles)
+                outcome = await engine.up(selected, rollback=bool(request.get("rollback")))
+            elif op == "down":
+                selected = plan.select_down(engine.catalogue, engine.graph, names, profiles)
+                outcome = await engine.down(selected, timeout=stop_timeout)
+                if not names:
+                    self.shutdown_requested = True
+            else:
+                engine.graph.check_known(names)
+                outcome = await engine.restart(names, timeout=stop_timeout)
+        finally:
+            unsubscribe()
+            await queue.join()
+            forwarder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await forwarder
+        await self._send(writer, {"result": outcome.to_dict()})
+
+    async def _forward(self, queue: asyncio.Queue[Event], writer: asyncio.StreamWriter) -> None:
+        while True:
+            event = await queue.get()
+            try:
+                await self._send(writer, {"event": event.to_dict()})
+            finally:
+                queue.task_done()
+
+    def _exit_if_idle(self) -> None:
+        # a down of everything ends the daemon once nothing is left running
+        if (
+            self.shutdown_requested
+            and self.busy == 0
+            and self.engine is not None
+            and not self.engine.anything_running()
+        ):
+            self.finished.set()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="svcorch-supervisor")
+    parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument("--file", type=Path, required=True)
+    parser.add_argument(
+        "--detach",
+        action="store_true",
+        help="fork once more so the daemon is nobody's child but init's",
+    )
+    args = parser.parse_args(argv)
+    layout = StateLayout(ensure_state_dir(args.state_dir.absolute()))
+    if args.detach and os.fork() != 0:
+        os._exit(0)  # the starter reaps this intermediate at once; the daemon lives on
+    logging.basicConfig(
+        filename=str(layout.daemon_log),
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
+    )
+    logging.Formatter.converter = time.localtime
+    lock = StateLock(layout.lock, blocking=False)
+    if not lock.try_acquire():
+        # another daemon (or a foreground up) owns this state dir; the client talks to it
+        log.info("another svcorch holds %s; exiting", layout.lock)
+        return 0
+    try:
+        return asyncio.run(Daemon(layout, args.file.absolute()).run())
+    except SvcorchError as exc:
+        log.error("%s", exc)
+        sys.stderr.write(f"svcorch daemon: {exc}\n")
+        return exc.exit_code
+    except Exception:
+        log.exception("daemon crashed")
+        return 3
+    finally:
+        lock.release()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
