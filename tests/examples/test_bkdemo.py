@@ -2,8 +2,8 @@
 
 The e2e test uses the machine's Redis, MariaDB and RabbitMQ without changing them: a fresh
 MySQL database, a Redis DB and key prefix of its own, prefixed RabbitMQ queues, and a private
-influxd on free ports. Everything it creates is removed afterwards, every process it starts
-is stopped by its process group.
+influxd (tests.support.servers) on free ports. Everything it creates is removed afterwards;
+every process it starts is stopped by its process group.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -29,6 +30,7 @@ import psutil
 import pytest
 
 from tests.support import free_port, port_open, wait_until
+from tests.support.servers import INFLUXD, private_influxd
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "bkmonitor"
 BIN = Path(sys.executable).parent
@@ -113,12 +115,12 @@ class Stack:
     env: dict[str, str]
     children: list[Child] = field(default_factory=list)
 
-    def spawn(self, name: str, argv: list[str], *, cwd: Path = DEMO) -> Child:
+    def spawn(self, name: str, argv: list[str]) -> Child:
         log = self.root / f"{name}.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 argv,
-                cwd=cwd,
+                cwd=DEMO,
                 env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
@@ -172,28 +174,6 @@ def leftovers(groups: set[int]) -> list[int]:
     return found
 
 
-def influx_conf(root: Path, http_port: int, rpc_port: int) -> Path:
-    conf = root / "influxdb.conf"
-    conf.write_text(
-        f"""reporting-enabled = false
-bind-address = "127.0.0.1:{rpc_port}"
-[meta]
-  dir = "{root}/meta"
-[data]
-  dir = "{root}/data"
-  wal-dir = "{root}/wal"
-  query-log-enabled = false
-[monitor]
-  store-enabled = false
-[http]
-  enabled = true
-  bind-address = "127.0.0.1:{http_port}"
-  log-enabled = false
-"""
-    )
-    return conf
-
-
 # ---------------------------------------------------------------- clients
 
 
@@ -235,7 +215,7 @@ def servers_missing() -> str | None:
     for tool in ("gunicorn", "celery"):
         if not (BIN / tool).exists():
             return f"{tool} is not installed in {BIN} (pip install -e '.[demo]')"
-    if not Path("/usr/bin/influxd").exists():
+    if not Path(INFLUXD).exists():
         return "influxd is not installed"
     return None
 
@@ -271,35 +251,28 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     if missing:
         pytest.skip(missing)
     suffix = uuid.uuid4().hex[:10]
-    influx_http, influx_rpc = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BKDEMO_", "INFLUXDB_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BKDEMO_")}
     env.update(
         PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
         BKDEMO_MYSQL_HOST="127.0.0.1",
         BKDEMO_MYSQL_DB=f"bkdemo_test_{suffix}",
         BKDEMO_REDIS_URL=REDIS_URL,
         BKDEMO_AMQP_URL=AMQP_URL,
-        BKDEMO_INFLUX_URL=f"http://127.0.0.1:{influx_http}",
         BKDEMO_INFLUX_DB=f"bkdemo_test_{suffix}",
         BKDEMO_REFRESH_SECONDS="1",
         BKDEMO_QUEUE_PREFIX=f"bkdemo-test-{suffix}-",
         BKDEMO_KEY_PREFIX=f"bkdemo-test-{suffix}",
     )
-    result = Stack(tmp_path, env)
-    try:
-        influx_dir = tmp_path / "influx"
-        influx_dir.mkdir()
-        conf = influx_conf(influx_dir, influx_http, influx_rpc)
-        influxd = result.spawn("influxd", ["/usr/bin/influxd", "run", "-config", str(conf)])
-        wait_until(lambda: port_open(influx_http), timeout=20, message="influxd to listen")
-        assert influxd.proc.poll() is None, influxd.text()
-        yield result
-    finally:
-        result.stop_all()
-        prefix = env["BKDEMO_QUEUE_PREFIX"]
-        remove_server_state(
-            suffix, env["BKDEMO_MYSQL_DB"], [f"{prefix}monitor", f"{prefix}celery_resource"]
-        )
+    prefix = env["BKDEMO_QUEUE_PREFIX"]
+    with private_influxd(tmp_path / "influx") as influx_url:
+        env["BKDEMO_INFLUX_URL"] = influx_url
+        result = Stack(tmp_path, env)
+        try:
+            yield result
+        finally:
+            result.stop_all()
+            queues = [f"{prefix}monitor", f"{prefix}celery_resource"]
+            remove_server_state(suffix, env["BKDEMO_MYSQL_DB"], queues)
 
 
 @pytest.mark.e2e
@@ -321,57 +294,16 @@ def test_event_flows_from_web_through_worker_to_mysql_and_influx(stack: Stack) -
         assert done.returncode == 0, f"migrate ({attempt}): {done.stderr}"
 
     port = free_port()
-    celery = str(BIN / "celery")
-    children = {
-        "web": stack.spawn(
-            "web", [str(BIN / "gunicorn"), "bkdemo.wsgi:app", "-w", "2", "-b", f"127.0.0.1:{port}"]
-        ),
-        "worker": stack.spawn(
-            "worker",
-            [
-                celery,
-                "-A",
-                "bkdemo.celery_app",
-                "worker",
-                "-Q",
-                f"{prefix}monitor",
-                "--autoscale=6,1",
-                "-n",
-                "monitor@%h",
-                "-l",
-                "info",
-            ],
-        ),
-        "worker-resource": stack.spawn(
-            "worker-resource",
-            [
-                celery,
-                "-A",
-                "bkdemo.celery_app",
-                "worker",
-                "-Q",
-                f"{prefix}celery_resource",
-                "--autoscale=4,1",
-                "-n",
-                "resource@%h",
-                "-l",
-                "info",
-            ],
-        ),
-        "beat": stack.spawn(
-            "beat",
-            [
-                celery,
-                "-A",
-                "bkdemo.celery_app",
-                "beat",
-                "-S",
-                "redbeat.RedBeatScheduler",
-                "-l",
-                "info",
-            ],
-        ),
+    # The catalogue's commands, with the queue names prefixed so this run has queues of its own.
+    commands = {
+        "web": f"gunicorn bkdemo.wsgi:app -w 2 -b 127.0.0.1:{port}",
+        "worker": f"celery -A bkdemo.celery_app worker -Q {prefix}monitor --autoscale=6,1"
+        " -n monitor@%h -l info",
+        "worker-resource": f"celery -A bkdemo.celery_app worker -Q {prefix}celery_resource"
+        " --autoscale=4,1 -n resource@%h -l info",
+        "beat": "celery -A bkdemo.celery_app beat -S redbeat.RedBeatScheduler -l info",
     }
+    children = {name: stack.spawn(name, shlex.split(command)) for name, command in commands.items()}
     for name, child in children.items():
         stack.wait_for_line(child, READY[name])
     base = f"http://127.0.0.1:{port}"
@@ -400,7 +332,7 @@ def test_event_flows_from_web_through_worker_to_mysql_and_influx(stack: Stack) -
         timeout=30,
         message="the point in InfluxDB",
     )
-    assert [p[1:] for p in points] == [[97.5, "critical"]]  # type: ignore[union-attr]
+    assert [p[1:] for p in points] == [[97.5, "critical"]]
     assert http("GET", f"{base}/events/{task_id}") == (
         200,
         {
@@ -416,7 +348,7 @@ def test_event_flows_from_web_through_worker_to_mysql_and_influx(stack: Stack) -
         return mysql_rows(database, "SELECT by_severity FROM resource_snapshots WHERE total >= 1")
 
     snapshots = wait_until(snapshot_with_alert, timeout=30, message="a resource snapshot")
-    assert json.loads(snapshots[0][0]) == {"critical": 1}  # type: ignore[index]
+    assert json.loads(snapshots[0][0]) == {"critical": 1}
     # The routes hold: each queue's worker saw only its own task.
     assert "Task refresh_resources[" in children["worker-resource"].text()
     assert "Task refresh_resources[" not in children["worker"].text()
