@@ -24,7 +24,7 @@ SECRET_WORDS = ("password", "passwd", "token", "secret", "api_key", "apikey", "c
 
 def is_secret_key(key: str) -> bool:
     """Keys named like a secret are never shown."""
-    lowered = key.lower()
+    lowered = key.lower().replace("-", "_")  # X-Api-Key is a header spelling of api_key
     return any(word in lowered for word in SECRET_WORDS)
 
 
