@@ -255,6 +255,23 @@ def test_bad_values_are_warned_about_not_guessed_silently() -> None:
     ]
 
 
+def test_stop_settings_alone_and_signal_spellings(tmp_path: Path) -> None:
+    result = convert(
+        "[program:a]\ncommand=a\nstopasgroup=true\n"
+        "[program:b]\ncommand=b\nstopsignal=3\nkillasgroup=true\n"
+        "[program:c]\ncommand=c\nstopsignal=sighup\n"
+    )
+    found = services(result)
+    assert "stop" not in found["a"]
+    assert found["b"]["stop"] == {"signal": "QUIT"}
+    assert found["c"]["stop"] == {"signal": "HUP"}
+    assert result.yaml.count("# stopasgroup/killasgroup: svcorch always signals") == 2
+    assert result.warnings == []
+    path = tmp_path / "services.yaml"
+    path.write_text(result.yaml)
+    assert catalogue.load(path, environ={}).services["a"].stop.timeout.total_seconds() == 10
+
+
 def test_a_missing_command_is_left_for_the_loader_to_report() -> None:
     result = convert("[program:w]\ndirectory=/srv\n")
     assert "command" not in services(result)["w"]

@@ -200,14 +200,14 @@ def _scalar(value: str) -> str:
     return dumped.removesuffix("\n").removesuffix("\n...")
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Program:
     """The parts of one ``[program:x]`` the renderer needs, each already in svcorch terms."""
 
     name: str
     section: str
     line: int
-    body: list[str] = field(default_factory=list)
+    body: list[str]
 
 
 class _Converter:
@@ -255,8 +255,11 @@ class _Converter:
     # -- sections ------------------------------------------------------------------------------
 
     def read_groups(self, parser: configparser.RawConfigParser) -> None:
-        programs = {s.removeprefix("program:").strip() for s in parser.sections()}
-        for section in parser.sections():
+        sections = parser.sections()
+        programs = {
+            s.removeprefix("program:").strip() for s in sections if s.startswith("program:")
+        }
+        for section in sections:
             if not section.startswith("group:"):
                 continue
             group = section.removeprefix("group:").strip()
@@ -286,7 +289,7 @@ class _Converter:
     def program(self, section: str, values: Mapping[str, str]) -> _Program:
         raw_name = section.removeprefix("program:").strip()
         line = self.positions.line(section)
-        program = _Program(self.service_name(raw_name, section, line), section, line)
+        name = self.service_name(raw_name, section, line)
         numprocs = self.integer(values, section, "numprocs", default=1)
         start = self.integer(values, section, "numprocs_start", default=0)
         context: dict[str, str | None] = {
@@ -302,8 +305,7 @@ class _Converter:
                 f"[{section}] numprocs={numprocs}: svcorch runs one process per service;"
                 f" converted as one with process_num={start}; copy the service for the others",
             )
-        program.body = self.program_body(section, values, context)
-        return program
+        return _Program(name, section, line, self.program_body(section, values, context))
 
     def program_body(
         self, section: str, values: Mapping[str, str], context: Mapping[str, str | None]
@@ -398,8 +400,8 @@ class _Converter:
     def stop(self, section: str, values: Mapping[str, str]) -> list[str]:
         lines: list[str] = []
         if "stopsignal" in values:
-            name = values["stopsignal"].strip().upper().removeprefix("SIG")
-            if name in signal.Signals.__members__ or f"SIG{name}" in signal.Signals.__members__:
+            name = _signal_name(values["stopsignal"])
+            if name is not None:
                 lines.append(f"  signal: {name}")
             else:
                 self.warn(
@@ -410,9 +412,11 @@ class _Converter:
         if "stopwaitsecs" in values:
             seconds = self.integer(values, section, "stopwaitsecs", default=10)
             lines.append(f"  timeout: {seconds}s")
+        block = ["stop:", *lines] if lines else []
         if values.keys() & _GROUP_KILL_KEYS:
-            lines.append("  # stopasgroup/killasgroup: svcorch always signals the process group")
-        return ["stop:", *lines] if lines else []
+            # beside `stop:`, not under it: a comment alone there would make `stop` null
+            block.append("# stopasgroup/killasgroup: svcorch always signals the process group")
+        return block
 
     def autostart(self, section: str, values: Mapping[str, str]) -> list[str]:
         setting = values.get("autostart", "true").strip().lower()
@@ -545,6 +549,17 @@ class _Converter:
             line, f"[{section}] {key}: unknown expansion %({name}){spec} left as ${{{variable}}}"
         )
         return f"${{{variable}}}"
+
+
+def _signal_name(text: str) -> str | None:
+    """``INT``, ``SIGINT`` or ``2`` -> ``INT``; None if it names no signal."""
+    name = text.strip().upper().removeprefix("SIG")
+    if name.isdigit():
+        try:
+            return signal.Signals(int(name)).name.removeprefix("SIG")
+        except ValueError:
+            return None
+    return name if f"SIG{name}" in signal.Signals.__members__ else None
 
 
 def _split_pairs(text: str) -> list[str]:
