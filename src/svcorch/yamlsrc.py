@@ -16,6 +16,8 @@ from svcorch.errors import Problem
 
 Path_ = tuple[str | int, ...]
 
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
 try:  # the C composer is several times faster on large catalogues
     _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment]
 except AttributeError:  # pragma: no cover - libyaml missing
@@ -68,8 +70,10 @@ class _Builder:
         return self.loader.construct_object(node, deep=True)
 
     def _mapping(self, node: yaml.MappingNode, path: Path_) -> dict[Any, Any]:
-        self.loader.flatten_mapping(node)  # resolves YAML merge keys (<<)
+        written_here = {id(key) for key, _ in node.value if key.tag != _MERGE_TAG}
+        self.loader.flatten_mapping(node)  # resolves YAML merge keys (<<), merged entries first
         result: dict[Any, Any] = {}
+        merged: set[str] = set()  # keys whose current value came in through a merge
         for key_node, value_node in node.value:
             key = self.loader.construct_object(key_node, deep=True)
             if not isinstance(key, str | int | float | bool) or key is None:
@@ -81,12 +85,18 @@ class _Builder:
                 )
                 continue
             key_text = str(key) if not isinstance(key, str) else key
-            if key_text in result:
+            from_merge = id(key_node) not in written_here
+            if key_text in result and key_text not in merged:
                 mark = _mark(key_node)
                 self.doc.problems.append(
                     Problem(self.source, f"duplicate key {key_text!r}", mark.line, mark.column)
                 )
                 continue
+            # a key written here overrides a merged one, as YAML's merge key specifies
+            if from_merge:
+                merged.add(key_text)
+            else:
+                merged.discard(key_text)
             child = (*path, key_text)
             self.doc.keys[child] = _mark(key_node)
             result[key_text] = self.build(value_node, child)
