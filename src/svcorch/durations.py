@@ -5,12 +5,14 @@ Parsed once at the edge into ``timedelta`` and ``int`` bytes; nothing inside re-
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
+MAX_SECONDS = 10 * 365 * 86400.0  # ten years: anything longer is a typo, not a timeout
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|kib|mb|mib|gb|gib|k|m|g)?\s*$", re.IGNORECASE)
@@ -46,6 +48,10 @@ def parse_duration(value: object) -> timedelta:
         raise ValueError(f"expected a duration like 30s, got {value!r}")
     if seconds < 0:
         raise ValueError(f"duration must not be negative, got {value!r}")
+    # YAML reads `.inf` and `.nan` as floats; timedelta would raise OverflowError, which is
+    # not a ValueError and so escaped validation as an internal error
+    if not math.isfinite(seconds) or seconds > MAX_SECONDS:
+        raise ValueError(f"duration {value!r} is out of range (at most {MAX_SECONDS:.0f}s)")
     return timedelta(seconds=seconds)
 
 
