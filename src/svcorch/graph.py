@@ -141,13 +141,23 @@ class ServiceGraph:
 
 
 def find_cycles(dag: nx.DiGraph[str]) -> list[list[str]]:
-    """Every simple cycle (up to a cap), each in dependency order from its smallest name."""
+    """Every simple cycle (up to a cap), each in dependency order from its smallest name.
+
+    Every strongly connected tangle is reported with at least one of its cycles, so a second,
+    unrelated cycle is never hidden behind the cap by a first one with many cycles.
+    """
     if nx.is_directed_acyclic_graph(dag):
         return []
+    tangles = [
+        component
+        for component in nx.strongly_connected_components(dag)
+        if len(component) > 1 or any(dag.has_edge(n, n) for n in component)
+    ]
+    per_tangle = max(1, MAX_CYCLES_REPORTED // len(tangles))
     found: list[list[str]] = []
-    for cycle in nx.simple_cycles(dag):
-        start = cycle.index(min(cycle))
-        found.append(cycle[start:] + cycle[:start])
-        if len(found) >= MAX_CYCLES_REPORTED:
-            break
+    for component in tangles:
+        cycles = nx.simple_cycles(dag.subgraph(component))
+        for cycle in itertools.islice(cycles, per_tangle):
+            start = cycle.index(min(cycle))
+            found.append(cycle[start:] + cycle[:start])
     return sorted(found)
