@@ -96,6 +96,38 @@ def test_migrate_fails_with_one_line_when_mysql_is_unreachable() -> None:
     assert "s3cret" not in done.stderr
 
 
+HEALTHZ_ONCE = """
+import json
+from bkdemo.wsgi import app
+statuses = []
+body = app({"REQUEST_METHOD": "GET", "PATH_INFO": "/healthz"}, lambda s, h: statuses.append(s))
+print(json.dumps([statuses[0], json.loads(b"".join(body))]))
+"""
+
+
+def test_healthz_is_503_with_each_unreachable_server_named() -> None:
+    env = {
+        **os.environ,
+        "BKDEMO_MYSQL_PORT": str(free_port()),
+        "BKDEMO_AMQP_URL": f"amqp://guest:s3cret@127.0.0.1:{free_port()}//",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", HEALTHZ_ONCE],
+        cwd=DEMO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    status, body = json.loads(done.stdout)
+    assert status == "503 Service Unavailable"
+    assert body["status"] == "fail"
+    assert body["reason"].startswith("mysql: (2003, ")
+    assert "; broker: [Errno 111] Connection refused" in body["reason"]
+    assert "s3cret" not in done.stdout + done.stderr
+
+
 # ---------------------------------------------------------------- processes
 
 

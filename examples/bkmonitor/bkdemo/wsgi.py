@@ -46,7 +46,7 @@ def _check_mysql() -> str | None:
 def _check_broker() -> str | None:
     try:
         with Connection(settings.amqp_url, connect_timeout=3) as connection:
-            connection.ensure_connection(max_retries=1)
+            connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0)
     except Exception as exc:  # any failure is a health verdict, not a crash
         return f"broker: {exc}"
     return None
