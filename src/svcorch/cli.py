@@ -299,7 +299,8 @@ def main() -> NoReturn:
 
 
 def _register_runtime_commands() -> None:
-    from svcorch import cli_runtime  # noqa: F401  (registers up/down/check/... on `app`)
+    # registering imports: each module adds its commands to `app`
+    from svcorch import cli_check, cli_runtime  # noqa: F401
 
 
 _register_runtime_commands()

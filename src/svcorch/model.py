@@ -275,6 +275,13 @@ class WebhookNotifier(_Frozen):
     timeout: Duration = timedelta(seconds=5)
     retries: int = Field(default=3, ge=0)
 
+    @field_validator("url")
+    @classmethod
+    def _http_only(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("a webhook url must start with http:// or https://")
+        return value
+
 
 class ExecNotifier(_Frozen):
     type: Literal["exec"]

@@ -6,21 +6,32 @@ Used by the CLI only. Knows result types, never typer options.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from signal import Signals
 from typing import Any
 
+from pydantic.json_schema import GenerateJsonSchema
 from rich.text import Text
 from rich.tree import Tree
 
+from svcorch.durations import format_duration
 from svcorch.graph import ServiceGraph
-from svcorch.model import Catalogue, Kind
+from svcorch.model import SERVICE_NAME, SUPPORTED_VERSIONS, Catalogue, Kind
 from svcorch.plan import Plan
-from svcorch.probes.base import is_secret_key, redact_url
+from svcorch.probes.base import is_secret_key
 
 MASK = "***"
 
 
 # -- secrets -----------------------------------------------------------------------------------
+
+
+# `scheme://user:password@`, also inside a longer string such as a command line
+# (`celery --broker amqp://u:pw@host//`); the password runs to the last `@` before the host
+_URL_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)[^\s/]+@")
+_SECRET_HEADERS = ("authorization", "proxy-authorization", "cookie")
 
 
 def redact(value: Any, key: str = "") -> Any:
@@ -30,9 +41,9 @@ def redact(value: Any, key: str = "") -> Any:
     if isinstance(value, list):
         return [redact(v, key) for v in value]
     if isinstance(value, str):
-        if key and is_secret_key(key) and value:
+        if key and value and (is_secret_key(key) or key.lower() in _SECRET_HEADERS):
             return MASK
-        return redact_url(value) if "://" in value else value
+        return _URL_USERINFO.sub(rf"\1{MASK}@", value) if "://" in value else value
     return value
 
 
@@ -56,32 +67,117 @@ def json_text(data: Any) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False)
 
 
+class _SchemaGenerator(GenerateJsonSchema):
+    """Defaults spelled as users write them: ``30s`` rather than ISO's ``PT30S``, ``TERM``
+    rather than 15 (an editor shows them as hints, and ``PT30S`` is not even valid input)."""
+
+    def encode_default(self, dft: Any) -> Any:
+        if isinstance(dft, timedelta):
+            return format_duration(dft)
+        if isinstance(dft, Signals):
+            return dft.name.removeprefix("SIG")
+        return super().encode_default(dft)
+
+
+# Any value may be written as `${VAR}` and only becomes a number or a boolean once
+# interpolated (`port: ${REDIS_PORT:-6379}`, `external: ${BASE_EXTERNAL:-false}`)
+INTERPOLATED = {"type": "string", "pattern": r"\$\{?[A-Za-z_]", "description": "${VAR} form"}
+_SCALAR_TYPES = ("integer", "number", "boolean")
+_ANNOTATIONS = ("title", "description", "default")
+
+
 def json_schema() -> dict[str, Any]:
-    """The JSON Schema of services.yaml, with every registered probe type spelled out."""
+    """The JSON Schema of services.yaml, with every registered probe type spelled out.
+
+    It describes the file as written, before interpolation: the short forms (``depends_on: [a]``,
+    ``redis: ready``, a flat ``liveness``), ``${VAR}`` where a number is expected, ``x-`` keys.
+    """
     from svcorch.probes import registry
 
-    schema = Catalogue.model_json_schema(mode="validation")
+    schema = Catalogue.model_json_schema(mode="validation", schema_generator=_SchemaGenerator)
     defs: dict[str, Any] = schema.setdefault("$defs", {})
-    variants = []
+    variants: list[dict[str, Any]] = []
     for probe_type in registry.all_types():
         sub = probe_type.options.model_json_schema(
-            mode="validation", ref_template="#/$defs/{model}"
+            mode="validation", ref_template="#/$defs/{model}", schema_generator=_SchemaGenerator
         )
         defs.update(sub.pop("$defs", {}))
         title = sub.get("title", probe_type.name)
+        # `type` has a default in each options model, but it is what selects the model
+        sub["required"] = ["type", *(r for r in sub.get("required", []) if r != "type")]
         defs[title] = sub
-        variants.append({"$ref": f"#/$defs/{title}"})
+        variants.append(sub)
     defs["ProbeOptions"] = {
         "title": "Probe",
         "description": "a readiness probe: {type: ..., ...options}",
-        "oneOf": variants,
+        "oneOf": [{"$ref": f"#/$defs/{v['title']}"} for v in variants],
     }
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "svcorch services.yaml"
-    properties: dict[str, Any] = schema.get("properties", {})
+    defs["Liveness"] = _liveness_schema(defs["Liveness"], variants)
+    service: dict[str, Any] = defs["Service"]["properties"]
+    service.pop("name", None)  # the key under `services`, not a key users write
+    service["depends_on"] = _depends_on_schema(service["depends_on"])
+    properties: dict[str, Any] = schema["properties"]
     properties.pop("path", None)
     properties.pop("dotenv", None)
+    properties["version"]["enum"] = list(SUPPORTED_VERSIONS)
+    properties["services"]["propertyNames"] = {"pattern": SERVICE_NAME.pattern}
+    for env in (properties["env"], service["env"]):
+        env["additionalProperties"] = {"type": ["string", "number", "boolean", "null"]}
+    schema["patternProperties"] = {"^x-": {}}  # extension keys, for YAML anchors
+    schema = dict(_allow_interpolation(schema))
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "svcorch services.yaml"
     return schema
+
+
+def _liveness_schema(nested: dict[str, Any], variants: list[dict[str, Any]]) -> dict[str, Any]:
+    """Users write liveness flat, ``{type: http, url: ..., failure_threshold: 3}``."""
+    threshold = nested["properties"]["failure_threshold"]
+    flat = [
+        {**v, "properties": {**v["properties"], "failure_threshold": threshold}} for v in variants
+    ]
+    return {
+        "title": "Liveness",
+        "description": nested.get("description", ""),
+        "anyOf": [*flat, {k: v for k, v in nested.items() if k not in _ANNOTATIONS}],
+    }
+
+
+def _depends_on_schema(mapping: dict[str, Any]) -> dict[str, Any]:
+    """A list of names, or name -> condition (``redis: ready``), full form, or nothing."""
+    return {
+        "title": mapping.get("title", "Depends On"),
+        "description": "services to wait for: a list of names, or name -> condition",
+        "anyOf": [
+            {"type": "array", "items": {"type": "string"}, "uniqueItems": True},
+            {
+                "type": "object",
+                "additionalProperties": {
+                    "anyOf": [
+                        {"$ref": "#/$defs/Condition"},
+                        {"$ref": "#/$defs/Dependency"},
+                        {"type": "null"},
+                    ]
+                },
+            },
+        ],
+    }
+
+
+def _allow_interpolation(node: Any) -> Any:
+    """Every integer, number and boolean in the schema also accepts a ``${VAR}`` string."""
+    if isinstance(node, list):
+        return [_allow_interpolation(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = {
+        key: value if key in ("const", "enum", "default") else _allow_interpolation(value)
+        for key, value in node.items()
+    }
+    if isinstance(node.get("type"), str) and node["type"] in _SCALAR_TYPES:
+        outer = {key: node.pop(key) for key in _ANNOTATIONS if key in node}
+        return {**outer, "anyOf": [node, INTERPOLATED]}
+    return node
 
 
 # -- graph -------------------------------------------------------------------------------------
@@ -192,12 +288,16 @@ def tree(catalogue: Catalogue, graph: ServiceGraph) -> Tree:
 # -- plans -------------------------------------------------------------------------------------
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
 def plan_text(plan: Plan) -> Text:
     text = Text()
     verb = "start" if plan.action == "up" else "stop"
-    text.append(
-        f"{verb} plan: {len(plan.order)} services in {len(plan.generations)} waves\n", style="bold"
-    )
+    services = _count(len(plan.order), "service")
+    waves = _count(len(plan.generations), "wave")
+    text.append(f"{verb} plan: {services} in {waves}\n", style="bold")
     for index, wave in enumerate(plan.generations, start=1):
         text.append(f"wave {index}\n", style="bold")
         for step in wave:
@@ -369,4 +469,52 @@ def analysis_text(analysis: Mapping[str, Any]) -> Text:
         text.append("slowest start -> ready:\n", style="bold")
         for name, took in sorted(durations.items(), key=lambda kv: -float(kv[1]))[:10]:
             text.append(f"  {name:<18} {float(took):.3f}s\n")
+    return text
+
+
+# -- check -------------------------------------------------------------------------------------
+
+
+def check_table(rows: Sequence[Any]) -> Any:
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("SERVICE", "PROBE", "RESULT", "LATENCY", "DETAIL"):
+        table.add_column(column, justify="right" if column == "LATENCY" else "left")
+    for row in rows:
+        table.add_row(
+            row.service,
+            row.probe,
+            Text("ok", style="green") if row.ok else Text("FAIL", style="bold red"),
+            f"{row.latency_ms:.1f} ms",
+            row.detail,
+        )
+    if not rows:
+        table.add_row("(no service with a readiness probe selected)", "", "", "", "")
+    return table
+
+
+def round_line(number: int, rows: Sequence[Any], changes: Sequence[Any]) -> Text:
+    import time
+
+    failing = [r for r in rows if not r.ok]
+    text = Text(time.strftime("%Y-%m-%d %H:%M:%S "), style="dim")
+    text.append(f"round {number}: ")
+    text.append(
+        f"{len(rows) - len(failing)}/{len(rows)} ok", style="green" if not failing else "bold red"
+    )
+    for row in failing:
+        text.append(f"; {row.service} failing: {row.detail}", style="red")
+    for change in changes:
+        if change.ok:
+            text.append(f"; {change.service} recovered", style="green")
+    return text
+
+
+def delivery_line(delivery: Any) -> Text:
+    style = "dim" if delivery.ok else "yellow"
+    verb = "notified" if delivery.ok else "notification failed"
+    text = Text(f"  {verb} via {delivery.notifier} about {delivery.service}", style=style)
+    if not delivery.ok:
+        text.append(f" after {delivery.attempts} attempts: {delivery.detail}")
     return text
