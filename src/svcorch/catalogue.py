@@ -311,11 +311,13 @@ class _Loader:
                 self.problem(f"{_context(loc)}{message}", loc)
 
     def check_dependencies(self, data: dict[str, Any]) -> None:
-        """Unknown and self dependencies, from the raw data so they show up with other errors."""
+        """Unknown and self dependencies and cycles, from the raw data so they show up with
+        every other problem (a cycle is reported even when a key elsewhere is misspelt)."""
         services = data.get("services")
         if not isinstance(services, dict):
             return
         names = [str(n) for n in services]
+        edges: dict[str, list[str]] = {str(n): [] for n in services}
         for name, spec in services.items():
             needs = spec.get("depends_on") if isinstance(spec, dict) else None
             if not isinstance(needs, list | dict):
@@ -333,6 +335,14 @@ class _Loader:
                         f"service {name!r}: depends_on names unknown service {dependency!r}{hint}",
                         where,
                     )
+                else:
+                    edges[str(name)].append(dependency)
+        try:
+            graph.ServiceGraph.from_dependencies(edges)
+        except DependencyCycle as exc:  # one line per cycle: each is its own problem
+            self.problems.extend(
+                Problem(self.source, str(DependencyCycle([cycle]))) for cycle in exc.cycles
+            )
 
     def check_graph(self, catalogue: Catalogue) -> None:
         for name, service in catalogue.services.items():
@@ -348,14 +358,6 @@ class _Loader:
                         f" {dependency!r} is not one (use 'ready' or 'started')",
                         where,
                     )
-        if self.problems:
-            return
-        try:
-            graph.ServiceGraph.from_catalogue(catalogue)
-        except DependencyCycle as exc:
-            self.problems.extend(
-                Problem(self.source, str(DependencyCycle([cycle]))) for cycle in exc.cycles
-            )
 
     def dependency_path(self, service: str, dependency: str, position: int) -> Path_:
         base: Path_ = ("services", service, "depends_on")
