@@ -70,37 +70,54 @@ class _Builder:
         return self.loader.construct_object(node, deep=True)
 
     def _mapping(self, node: yaml.MappingNode, path: Path_) -> dict[Any, Any]:
-        written_here = {id(key) for key, _ in node.value if key.tag != _MERGE_TAG}
-        self.loader.flatten_mapping(node)  # resolves YAML merge keys (<<), merged entries first
         result: dict[Any, Any] = {}
-        merged: set[str] = set()  # keys whose current value came in through a merge
-        for key_node, value_node in node.value:
+        for key_node, value_node, merged in _entries(node):
             key = self.loader.construct_object(key_node, deep=True)
             if not isinstance(key, str | int | float | bool) or key is None:
-                mark = _mark(key_node)
-                self.doc.problems.append(
-                    Problem(
-                        self.source, "mapping keys must be plain scalars", mark.line, mark.column
-                    )
-                )
+                if not merged:  # a merged one was reported where its mapping is written
+                    self._problem("mapping keys must be plain scalars", key_node)
                 continue
             key_text = str(key) if not isinstance(key, str) else key
-            from_merge = id(key_node) not in written_here
-            if key_text in result and key_text not in merged:
-                mark = _mark(key_node)
-                self.doc.problems.append(
-                    Problem(self.source, f"duplicate key {key_text!r}", mark.line, mark.column)
-                )
+            if key_text in result:
+                # the mapping's own keys come first: a merged key that is already there was
+                # overridden (as YAML's merge key says), an own key is written twice
+                if not merged:
+                    self._problem(f"duplicate key {key_text!r}", key_node)
                 continue
-            # a key written here overrides a merged one, as YAML's merge key specifies
-            if from_merge:
-                merged.add(key_text)
-            else:
-                merged.discard(key_text)
             child = (*path, key_text)
             self.doc.keys[child] = _mark(key_node)
             result[key_text] = self.build(value_node, child)
         return result
+
+    def _problem(self, message: str, node: yaml.Node) -> None:
+        mark = _mark(node)
+        self.doc.problems.append(Problem(self.source, message, mark.line, mark.column))
+
+
+def _entries(node: yaml.MappingNode) -> list[tuple[yaml.Node, yaml.Node, bool]]:
+    """The mapping's own entries, then those merged in with ``<<`` (flagged True), in the order
+    of precedence the YAML merge key specifies: own keys, then the first merged mapping first.
+
+    PyYAML's ``flatten_mapping`` is not used: it mutates the shared anchor nodes and the order
+    it leaves merged entries in has changed between PyYAML releases.
+    """
+    own: list[tuple[yaml.Node, yaml.Node, bool]] = []
+    merged: list[tuple[yaml.Node, yaml.Node, bool]] = []
+    for key_node, value_node in node.value:
+        if key_node.tag != _MERGE_TAG:
+            own.append((key_node, value_node, False))
+            continue
+        sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+        for source in sources:
+            if not isinstance(source, yaml.MappingNode):
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"expected a mapping or list of mappings for merging, but found {source.id}",
+                    source.start_mark,
+                )
+            merged.extend((key, value, True) for key, value, _ in _entries(source))
+    return own + merged
 
 
 def load(text: str, source: str) -> Document:
