@@ -280,3 +280,10 @@ def test_async_dead_process() -> None:
     result = asyncio.run(wait_ready_async(make("tcp", port=port), chosen, is_alive=lambda: False))
     assert not result.ok
     assert result.detail == f"tcp probe tcp://127.0.0.1:{port}: process exited after 0.00s"
+
+
+def test_amqp_default_credentials_read_as_in_the_target() -> None:
+    port = free_port()
+    chosen = options("amqp", port=port, timeout=0.1, period=0.05)
+    result = wait_ready(make("amqp", port=port), chosen)
+    assert result.detail.startswith(f"amqp probe amqp://guest:***@127.0.0.1:{port}/%2F: gave up")

@@ -166,8 +166,8 @@ MIN_BUDGET = 0.001
 
 def attempt_budget(options: ProbeOptions, deadline: float) -> float:
     """Seconds this attempt may take: the attempt timeout, cut short by the overall deadline."""
-    remaining = deadline - time.monotonic()
-    return max(min(options.effective_attempt_timeout(), remaining), MIN_BUDGET)
+    left = deadline - time.monotonic()
+    return max(min(options.effective_attempt_timeout(), left), MIN_BUDGET)
 
 
 def remaining(stop_at: float) -> float:

@@ -109,12 +109,13 @@ class _Run:
 
     def _final(self, why: str, *, retryable: bool, before: bool = False) -> ProbeResult:
         elapsed = self.elapsed()
+        # target() hides its own secrets; scrubbing it again would also hide a user named
+        # like the password (RabbitMQ's guest/guest)
         head = f"{self.options.type} probe {self.options.target()}: {why} after {_seconds(elapsed)}"
-        if self.last is not None and before:
-            head += f" (last attempt: {self.last.detail})"
-        elif self.last is not None:
-            head += f": {self.last.detail}"
-        return ProbeResult.failed(self._scrub(head), retryable=retryable, elapsed=elapsed)
+        if self.last is not None:
+            last = self._scrub(self.last.detail)
+            head += f" (last attempt: {last})" if before else f": {last}"
+        return ProbeResult.failed(head, retryable=retryable, elapsed=elapsed)
 
     def _scrub(self, text: str) -> str:
         return redact(text, self.options.secrets())
