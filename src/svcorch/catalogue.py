@@ -229,10 +229,25 @@ class _Loader:
         return {**data, "services": checked}
 
     def validate_probe(self, options: dict[str, Any], path: Path_) -> Any:
-        extra: dict[str, Any] = {}
-        if path[-1] == "liveness" and "failure_threshold" in options:
-            options = dict(options)
-            extra["failure_threshold"] = options.pop("failure_threshold")
+        if path[-1] == "liveness":
+            return self.validate_liveness(options, path)
+        return self.validate_probe_options(options, path)
+
+    def validate_liveness(self, liveness: dict[str, Any], path: Path_) -> dict[str, Any]:
+        """Flat (``{type: http, ..., failure_threshold: 3}``) or nested (``{probe: {...}}``).
+
+        Always a mapping with a ``probe``, so a probe already reported is not reported again
+        as "Input should be a valid dictionary or instance of Liveness".
+        """
+        if "type" not in liveness and isinstance(liveness.get("probe"), dict):
+            rest = {k: v for k, v in liveness.items() if k != "probe"}
+            nested = self.validate_probe_options(liveness["probe"], (*path, "probe"))
+            return {**rest, "probe": nested}
+        rest = {k: v for k, v in liveness.items() if k == "failure_threshold"}
+        options = {k: v for k, v in liveness.items() if k != "failure_threshold"}
+        return {**rest, "probe": self.validate_probe_options(options, path)}
+
+    def validate_probe_options(self, options: dict[str, Any], path: Path_) -> Any:
         type_name = options.get("type")
         if not isinstance(type_name, str):
             known = ", ".join(registry.names())
@@ -251,8 +266,6 @@ class _Loader:
         except ValidationError as exc:
             self.report(exc, path, probe_type.options)
             return _INVALID_PROBE
-        if path[-1] == "liveness":
-            return {"probe": validated, **extra}
         return validated
 
     def validate_model(self, data: dict[str, Any]) -> Catalogue | None:
