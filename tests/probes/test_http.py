@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import http.server
+import shutil
+import ssl
+import subprocess
 import threading
 from collections.abc import Iterator
 
@@ -117,6 +120,44 @@ def test_silent_server_times_out_on_time() -> None:
     assert not result.ok
     assert result.retryable
     assert ATTEMPT * 0.9 <= took < ATTEMPT * TOLERANCE
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The same handler over TLS with a fresh self-signed certificate."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a self-signed certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
+
+
+def test_untrusted_certificate_is_fatal(tls_server: str) -> None:
+    result = attempt("http", url=f"{tls_server}/status/200")
+    assert not result.ok
+    assert not result.retryable
+    assert "CERTIFICATE_VERIFY_FAILED" in result.detail
+
+
+def test_verify_tls_false_accepts_it(tls_server: str) -> None:
+    result = attempt("http", url=f"{tls_server}/status/200", verify_tls=False)
+    assert result.ok, result.detail
 
 
 def test_target_hides_url_password() -> None:

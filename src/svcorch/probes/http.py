@@ -2,7 +2,7 @@
 
 Redirects are not followed: a 3xx is itself an answer and counts as ready by default (a login
 redirect proves the app is serving). Refused, reset, timeouts, an unaccepted status and a body
-that does not match are all retryable; a status list written wrong fails at catalogue load.
+that does not match are all retryable; a certificate that fails verification is fatal.
 """
 
 from __future__ import annotations
@@ -135,6 +135,7 @@ class HttpProbe:
 
     def _attempt(self, stop_at: float) -> ProbeResult:
         import http.client
+        import ssl
 
         parts = urlsplit(self.options.url)
         timeout = remaining(stop_at)
@@ -152,6 +153,9 @@ class HttpProbe:
             connection.request(self.options.method, path, headers=self._headers())
             response = connection.getresponse()
             body = response.read(BODY_LIMIT) if self.options.method == "GET" else b""
+        except ssl.SSLCertVerificationError as exc:
+            # waiting does not make a certificate valid: fix it, or set verify_tls: false
+            return ProbeResult.failed(error_text(exc), retryable=False)
         except (OSError, http.client.HTTPException) as exc:
             return ProbeResult.failed(error_text(exc), retryable=True)
         finally:
