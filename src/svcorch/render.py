@@ -119,12 +119,13 @@ def json_schema() -> dict[str, Any]:
     properties: dict[str, Any] = schema["properties"]
     properties.pop("path", None)
     properties.pop("dotenv", None)
-    properties["version"]["enum"] = list(SUPPORTED_VERSIONS)
     properties["services"]["propertyNames"] = {"pattern": SERVICE_NAME.pattern}
     for env in (properties["env"], service["env"]):
         env["additionalProperties"] = {"type": ["string", "number", "boolean", "null"]}
     schema["patternProperties"] = {"^x-": {}}  # extension keys, for YAML anchors
     schema = dict(_allow_interpolation(schema))
+    # read before any interpolation, so never `${VAR}`
+    schema["properties"]["version"] = {"title": "Version", "enum": list(SUPPORTED_VERSIONS)}
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "svcorch services.yaml"
     return schema
