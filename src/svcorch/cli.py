@@ -129,7 +129,10 @@ def global_options(
 def console(stderr: bool = False) -> Console:
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    stream = sys.stderr if stderr else sys.stdout
+    # not a terminal (CI logs, pipes): wide lines rather than details folded at 80 columns
+    width = None if stream.isatty() else 200
+    return Console(stderr=stderr, highlight=False, width=width)
 
 
 def write(text: str) -> None:
@@ -242,6 +245,23 @@ def schema() -> None:
     from svcorch import render
 
     write(render.json_text(render.json_schema()))
+
+
+@app.command("import-supervisor")
+def import_supervisor(
+    path: Annotated[Path, typer.Argument(help="A supervisord.conf to convert.")],
+) -> None:
+    """Convert a supervisord config into a services.yaml skeleton (printed to stdout)."""
+    from svcorch.importers.supervisor import convert
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"{path}: {exc.strerror or exc}") from None
+    result = convert(text, source=str(path.absolute()))
+    for warning in result.warnings:
+        sys.stderr.write(f"warning: {warning}\n")
+    write(result.yaml)
 
 
 # -- the error boundary --------------------------------------------------------------------------

@@ -165,6 +165,7 @@ def down(
         return
     environ = _environ()
     daemon.ensure(layout, options().file, environ)  # adopts what a killed daemon left
+    pid = daemon.daemon_pid(layout)
     printer = None if want_json(json_output) else _event_printer(sorted(selected))
     result = daemon.request(
         layout,
@@ -178,6 +179,9 @@ def down(
         },
         printer,
     )
+    if not names:
+        # a down of everything ends the daemon: return only once it is gone too
+        daemon.wait_exit(layout, pid)
     _finish(result, json_output)
 
 

@@ -235,4 +235,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    logging.shutdown()
+    # a probe attempt still running in a worker thread is bounded but need not be waited for
+    os._exit(code)

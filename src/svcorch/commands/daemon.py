@@ -76,6 +76,42 @@ def ensure(layout: StateLayout, file: Path, environ: Mapping[str, str]) -> None:
         delay = min(delay * 2, 0.05)
 
 
+def daemon_pid(layout: StateLayout) -> int | None:
+    """The daemon's pid, from a ping; None when no daemon answers."""
+    connection = control.connect(layout.socket, timeout=1.0)
+    if connection is None:
+        return None
+    with connection:
+        try:
+            pid = connection.request({"op": "ping"}).get("pid")
+        except (DaemonError, OSError):
+            return None
+    return pid if isinstance(pid, int) else None
+
+
+def wait_exit(layout: StateLayout, pid: int | None, timeout: float = 10.0) -> None:
+    """Wait until the daemon process is gone (it exits after a down of everything)."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    delay = 0.002
+
+    def alive() -> bool:
+        if pid is None:
+            return _lock_held(layout)
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    while alive():
+        if time.monotonic() > deadline:
+            raise DaemonError(f"the svcorch daemon did not exit within {timeout:g}s after down;"
+                              f" see {layout.daemon_log}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
 def _lock_held(layout: StateLayout) -> bool:
     lock = StateLock(layout.lock, blocking=False)
     if lock.try_acquire():
