@@ -139,9 +139,7 @@ class RedisProbe:
 
         point = self.options.endpoint()
         timeout = remaining(stop_at)
-        # the ignore: types-redis 4.6 in the venv shadows redis 8's own types, and predates
-        # `protocol`
-        client = redis.Redis(  # type: ignore[call-overload]
+        client = redis.Redis(
             host=point.host,
             port=point.port,
             db=point.db,
