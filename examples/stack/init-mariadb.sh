@@ -3,6 +3,10 @@
 set -eu
 : "${SVCORCH_STATE_DIR:?run me through svcorch}"
 D="$SVCORCH_STATE_DIR/data/mariadb"
+if [ "${BASE_EXTERNAL:-false}" = "true" ]; then
+    echo "BASE_EXTERNAL=true: MySQL is an existing server; nothing to initialise"
+    exit 0
+fi
 if [ -d "$D/data/mysql" ]; then
     echo "datadir $D/data already initialised"
     exit 0
