@@ -1,0 +1,93 @@
+"""Commands that talk to no server never import a server's client library.
+
+A probe imports its client inside its own attempt, so ``svcorch --help`` and drawing a graph
+that uses every probe type stay fast and work where a client is broken or missing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+CLIENTS = ("redis", "pika", "pymysql", "influxdb_client")
+REPO = Path(__file__).resolve().parents[2]
+
+EVERY_PROBE = """
+version: 1
+services:
+  tcp: {command: x, ready: {type: tcp, port: 1}}
+  http: {command: x, ready: {type: http, url: "http://127.0.0.1:1/"}}
+  exec: {command: x, ready: {type: exec, command: "true"}}
+  log: {command: x, ready: {type: log, pattern: ready}}
+  redis: {command: x, ready: {type: redis, port: 6379}}
+  amqp: {command: x, ready: {type: amqp, port: 5672, password: guest}}
+  mysql: {command: x, ready: {type: mysql, port: 3306, password: pw}}
+  influxdb: {command: x, ready: {type: influxdb, url: "http://127.0.0.1:8086"}}
+  app:
+    command: x
+    depends_on: [tcp, http, exec, log, redis, amqp, mysql, influxdb]
+    liveness: {type: redis, port: 6379}
+"""
+
+# runs each command in one interpreter, noting which client modules each one left loaded
+PROBE_SCRIPT = """
+import contextlib, io, json, sys
+from svcorch.cli import run
+
+clients = {clients!r}
+report = {{}}
+for argv in json.loads(sys.argv[1]):
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        code = run(argv)
+    loaded = sorted(m for m in sys.modules if m.split(".")[0] in clients)
+    report[" ".join(argv)] = [code, loaded]
+print(json.dumps(report))
+"""
+
+
+def imported_clients(commands: list[list[str]], cwd: Path) -> dict[str, list[object]]:
+    script = PROBE_SCRIPT.format(clients=CLIENTS)
+    done = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(commands)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    report: dict[str, list[object]] = json.loads(done.stdout.splitlines()[-1])
+    return report
+
+
+def test_help_and_graph_dot_import_no_client_library(tmp_path: Path) -> None:
+    (tmp_path / "services.yaml").write_text(textwrap.dedent(EVERY_PROBE))
+    report = imported_clients(
+        [
+            ["--help"],
+            ["graph", "--dot"],
+            ["graph", "--mermaid"],
+            ["validate"],
+            ["up", "--dry-run"],
+            ["config"],
+        ],
+        tmp_path,
+    )
+    assert report == {
+        "--help": [0, []],
+        "graph --dot": [0, []],
+        "graph --mermaid": [0, []],
+        "validate": [0, []],
+        "up --dry-run": [0, []],
+        "config": [0, []],
+    }
+
+
+def test_the_shipped_catalogue_draws_without_client_libraries() -> None:
+    assert imported_clients([["graph", "--dot"], ["up", "--dry-run"]], REPO) == {
+        "graph --dot": [0, []],
+        "up --dry-run": [0, []],
+    }
