@@ -1,11 +1,20 @@
-"""`svcorch check`: probes once, until all pass (--wait), or continuously (--watch)."""
+"""`svcorch check`: probes once, until all pass (--wait), or continuously (--watch).
+
+Exit codes: 0 every probe passed, 1 one failed, 2 a usage or catalogue error, 128+N when
+signal N (SIGINT 130, SIGTERM 143) ended it. Probe results go to stdout; the one-line
+reason of an interruption goes to stderr.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Annotated, Any
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -14,39 +23,91 @@ from svcorch.errors import UsageError
 
 if TYPE_CHECKING:
     from svcorch.commands.check import CheckRow
+    from svcorch.model import Catalogue, Service
     from svcorch.notify import Delivery, HealthChange
+    from svcorch.state import StateLayout
+
+DEFAULT_INTERVAL = "600s"
 
 
-def _seconds(text: str | None, flag: str) -> float | None:
+def _duration(text: str | None, flag: str) -> timedelta | None:
     if text is None:
         return None
     from svcorch.durations import parse_duration
 
     try:
-        return parse_duration(text).total_seconds()
+        value = parse_duration(text)
     except ValueError as exc:
         raise UsageError(f"{flag}: {exc}") from None
+    if value <= timedelta(0):
+        raise UsageError(f"{flag} must be more than 0")
+    return value
+
+
+class Signals:
+    """SIGINT and SIGTERM, recorded while a check runs; the check notices and ends itself.
+
+    The handler only records (an exception thrown into the middle of a wait would leave
+    probe threads and notifier children behind); the loops watch ``stop``.
+    """
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.received: list[int] = []
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[Signals]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self  # only the main thread may set handlers; the default ones stay
+            return
+        previous = {sig: signal.signal(sig, self._record) for sig in _HANDLED}
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _record(self, number: int, _frame: object) -> None:
+        self.received.append(number)
+        self.stop.set()
+
+    @property
+    def exit_code(self) -> int | None:
+        return 128 + self.received[0] if self.received else None
+
+    def name(self) -> str:
+        return signal.Signals(self.received[0]).name if self.received else ""
+
+
+_HANDLED = (signal.SIGINT, signal.SIGTERM)
 
 
 @app.command()
 def check(
     names: Names = None,
-    wait: Annotated[bool, typer.Option("--wait", help="Wait until every probe passes.")] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Retry each probe until it passes (deploy scripts).")
+    ] = False,
     timeout: Annotated[
-        str | None, typer.Option("--timeout", help="With --wait: overall limit, e.g. 60s.")
+        str | None,
+        typer.Option(
+            "--timeout",
+            help="With --wait: limit per probe, e.g. 60s [default: each probe's timeout].",
+        ),
     ] = None,
     watch: Annotated[
         bool, typer.Option("--watch", help="Check every --interval and notify on changes.")
     ] = False,
     interval: Annotated[
-        str, typer.Option("--interval", help="With --watch: time between rounds.")
-    ] = "600s",
+        str | None,
+        typer.Option(
+            "--interval",
+            help=f"With --watch: from one round to the next [default: {DEFAULT_INTERVAL}].",
+        ),
+    ] = None,
     json_output: JsonFlag = False,
 ) -> None:
-    """Run every selected service's readiness probe once, in parallel (the seed's healthz)."""
-    from datetime import timedelta
-
-    from svcorch import render
+    """Run every selected service's readiness probe, all in parallel (the seed's healthz)."""
     from svcorch.commands import check as check_command
     from svcorch.state import StateLayout
 
@@ -54,32 +115,56 @@ def check(
         raise UsageError("choose one of --wait and --watch")
     if timeout is not None and not wait:
         raise UsageError("--timeout goes with --wait")
-    limit = _seconds(timeout, "--timeout")
-    every = _seconds(interval, "--interval")
+    if interval is not None and not watch:
+        raise UsageError("--interval goes with --watch")
+    limit = _duration(timeout, "--timeout")
+    every = _duration(interval or DEFAULT_INTERVAL, "--interval")
     assert every is not None
-    if every <= 0:
-        raise UsageError("--interval must be more than 0")
     catalogue, graph = load()
-    graph.check_known(names or [])
+    services = check_command.select(catalogue, graph, names or [], options().profiles)
     layout = StateLayout(options().resolved_state_dir)
-    selected = list(names or [])
-    if watch:
-        raise typer.Exit(_watch(catalogue, layout, selected, every, want_json(json_output)))
-    if wait:
-        rows = check_command.wait(
-            catalogue, layout, selected, None if limit is None else timedelta(seconds=limit)
-        )
-    else:
-        rows = check_command.once(catalogue, layout, selected)
-    if want_json(json_output):
-        write(render.json_text([row.to_dict() for row in rows]))
-    else:
-        console().print(render.check_table(rows))
+    as_json = want_json(json_output)
+    if watch and not services:
+        raise UsageError("nothing to watch: no selected service has a readiness probe")
+    with Signals().installed() as signals:
+        if watch:
+            rounds = _watch(catalogue, layout, services, every.total_seconds(), as_json, signals)
+            _stopped(f"watch stopped by {signals.name()} after {rounds} rounds", signals)
+            return
+        if wait:
+            rows = check_command.wait(catalogue, layout, services, limit, signals.stop)
+        else:
+            rows = check_command.once(catalogue, layout, services)
+    _print_rows(rows, as_json)
+    _stopped("interrupted", signals)
     if not all(row.ok for row in rows):
         raise typer.Exit(1)
 
 
-def _watch(catalogue: Any, layout: Any, names: list[str], interval: float, as_json: bool) -> int:
+def _stopped(message: str, signals: Signals) -> None:
+    if signals.exit_code is not None:
+        sys.stderr.write(f"svcorch: {message}\n")
+        raise typer.Exit(signals.exit_code)
+
+
+def _print_rows(rows: list[CheckRow], as_json: bool) -> None:
+    from svcorch import render
+
+    if as_json:
+        write(render.json_text([row.to_dict() for row in rows]))
+    else:
+        console().print(render.check_table(rows))
+
+
+def _watch(
+    catalogue: Catalogue,
+    layout: StateLayout,
+    services: list[Service],
+    interval: float,
+    as_json: bool,
+    signals: Signals,
+) -> int:
+    """Rounds until a signal; one line per round, one per notification attempt."""
     import json
 
     from svcorch import render
@@ -87,42 +172,35 @@ def _watch(catalogue: Any, layout: Any, names: list[str], interval: float, as_js
     from svcorch.notify import Notifications
 
     out = console()
-    stop = threading.Event()
-    received: list[int] = []
+    lock = threading.Lock()  # rounds print from this thread, deliveries from notifier threads
 
-    def on_signal(sig: int, _: object) -> None:  # only record; the loop notices
-        received.append(sig)
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    def emit(line: object) -> None:
+        with lock:
+            if as_json:
+                write(json.dumps(line))
+            else:
+                out.print(line, soft_wrap=True)  # one event, one line, however long
 
     def on_delivery(delivery: Delivery) -> None:
-        if as_json:
-            write(json.dumps({"delivery": delivery.__dict__}))
-        else:
-            out.print(render.delivery_line(delivery))
+        emit({"delivery": delivery.to_dict()} if as_json else render.delivery_line(delivery))
 
     def on_round(number: int, rows: list[CheckRow], changes: list[HealthChange]) -> None:
         if as_json:
-            write(
-                json.dumps(
-                    {
-                        "round": number,
-                        "time": time.time(),
-                        "results": [r.to_dict() for r in rows],
-                        "changes": [c.to_dict() for c in changes],
-                    }
-                )
+            emit(
+                {
+                    "round": number,
+                    "time": time.time(),
+                    "results": [row.to_dict() for row in rows],
+                    "changes": [change.to_dict() for change in changes],
+                }
             )
         else:
-            out.print(render.round_line(number, rows, changes))
+            emit(render.round_line(number, rows, changes))
 
-    notifications = Notifications(
-        catalogue.notify, str(catalogue.base_dir), on_delivery, stop=threading.Event()
-    )
+    notifications = Notifications(catalogue.notify, str(catalogue.base_dir), on_delivery)
     try:
-        Watch(catalogue, layout, names, interval, notifications, on_round).run(stop)
+        return Watch(catalogue, layout, services, interval, notifications, on_round).run(
+            signals.stop
+        )
     finally:
         notifications.close()
-    return 128 + received[0] if received else 0

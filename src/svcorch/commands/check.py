@@ -6,14 +6,20 @@ rounds every interval, and a notification on every change of a service's health.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import os
+import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from typing import BinaryIO
 
+from svcorch.errors import UsageError
+from svcorch.graph import ServiceGraph
 from svcorch.model import Catalogue, Service
 from svcorch.notify import HealthChange, Notifications
 from svcorch.probes import registry
@@ -21,6 +27,17 @@ from svcorch.probes.base import Probe, ProbeContext, ProbeOptions, ProbeResult
 from svcorch.state import StateLayout
 
 START_HEADER = b"--- svcorch: "
+_TAIL_CHUNK = 64 * 1024
+
+# The client library each built-in probe imports on its first attempt. Imported before the
+# clock starts, so the latency shown is the server's answer and not an 110 ms import of
+# influxdb_client (and a short attempt_timeout is not spent importing).
+CLIENT_MODULES = {
+    "redis": "redis",
+    "amqp": "pika",
+    "mysql": "pymysql",
+    "influxdb": "influxdb_client",
+}
 
 
 @dataclass(frozen=True)
@@ -43,32 +60,64 @@ class CheckRow:
         }
 
 
-def probed_services(catalogue: Catalogue, names: Iterable[str]) -> list[Service]:
-    """The selected services that have a readiness probe, in catalogue order."""
-    wanted = set(names)
+def select(
+    catalogue: Catalogue, graph: ServiceGraph, names: Sequence[str], profiles: Sequence[str]
+) -> list[Service]:
+    """What ``check [SERVICE…]`` probes, in catalogue order.
+
+    Named services: exactly those, and each must have a readiness probe. No names: every
+    service the active profiles select (with what they depend on) that has one.
+    """
+    from svcorch.plan import select_up
+
+    if names:
+        graph.check_known(names)
+        unprobed = [n for n in names if catalogue.service(n).ready is None]
+        if unprobed:
+            listed = ", ".join(repr(n) for n in unprobed)
+            raise UsageError(f"no readiness probe to check for {listed}")
+        wanted = set(names)
+    else:
+        wanted = select_up(catalogue, graph, [], profiles)
     return [
         service
         for name, service in catalogue.services.items()
-        if (not wanted or name in wanted) and service.ready is not None
+        if name in wanted and service.ready is not None
     ]
 
 
-def _last_start_offset(path: os.PathLike[str]) -> int:
-    """Where the service's current run begins in its log (the last svcorch start header)."""
+def last_start_offset(path: os.PathLike[str] | str, service: str) -> int:
+    """Where the service's current run begins in its log: its last svcorch start header.
+
+    Read from the end in chunks: a log may be 50 MB and ``--watch`` asks every round.
+    """
+    header = START_HEADER + f"{service} start #".encode()
     try:
         with open(path, "rb") as handle:
-            data = handle.read()
+            end = handle.seek(0, os.SEEK_END)
+            return _rfind_line(handle, end, header)
     except OSError:
         return 0
-    at = data.rfind(b"\n" + START_HEADER)
-    if at >= 0:
-        return at + 1
+
+
+def _rfind_line(handle: BinaryIO, end: int, header: bytes) -> int:
+    """The offset of the last line starting with ``header`` before ``end``, else 0."""
+    position = end
+    after = b""  # the start of the chunk read before: a header may straddle two chunks
+    while position > 0:
+        start = max(0, position - _TAIL_CHUNK)
+        handle.seek(start)
+        window = handle.read(position - start) + after
+        at = window.rfind(b"\n" + header)
+        if at >= 0:
+            return start + at + 1
+        position = start
+        after = window[: len(header)]
     return 0
 
 
 def _probe_for(catalogue: Catalogue, layout: StateLayout, service: Service) -> Probe:
-    options = service.ready
-    assert options is not None
+    options = _options(service)
     probe_type = registry.get(options.type)
     assert probe_type is not None  # the catalogue validated the type
     log_path = layout.service_log(service.name)
@@ -77,14 +126,18 @@ def _probe_for(catalogue: Catalogue, layout: StateLayout, service: Service) -> P
         base_dir=catalogue.base_dir,
         env={**catalogue.dotenv, **catalogue.env, **service.env},
         log_path=log_path,
-        log_offset=_last_start_offset(log_path),
+        log_offset=last_start_offset(log_path, service.name),
     )
     return probe_type.create(options, context)
 
 
+def _options(service: Service) -> ProbeOptions:
+    assert service.ready is not None
+    return service.ready
+
+
 def _row(service: Service, result: ProbeResult) -> CheckRow:
-    options = service.ready
-    assert options is not None
+    options = _options(service)
     return CheckRow(
         service=service.name,
         probe=options.type,
@@ -95,9 +148,19 @@ def _row(service: Service, result: ProbeResult) -> CheckRow:
     )
 
 
+def preload_clients(services: Iterable[Service]) -> None:
+    """Import the client libraries the selected probes need, before any clock starts."""
+    for module in sorted({CLIENT_MODULES.get(_options(s).type, "") for s in services} - {""}):
+        # missing: the probe reports it, in its own words
+        with contextlib.suppress(ImportError):
+            importlib.import_module(module)
+
+
 def _parallel(services: list[Service], attempt: Callable[[Service], ProbeResult]) -> list[CheckRow]:
+    """Every service's ``attempt`` in its own thread; rows in the order of ``services``."""
     if not services:
         return []
+    preload_clients(services)
 
     def timed(service: Service) -> CheckRow:
         started = time.monotonic()
@@ -106,15 +169,16 @@ def _parallel(services: list[Service], attempt: Callable[[Service], ProbeResult]
             result = replace(result, elapsed=time.monotonic() - started)
         return _row(service, result)
 
-    with ThreadPoolExecutor(max_workers=min(32, len(services))) as pool:
+    # a thread each, not a bounded pool: the wall time must be the slowest probe, not
+    # a sum of batches (each thread mostly waits on a socket)
+    with ThreadPoolExecutor(max_workers=len(services), thread_name_prefix="check") as pool:
         return list(pool.map(timed, services))
 
 
-def once(catalogue: Catalogue, layout: StateLayout, names: Iterable[str]) -> list[CheckRow]:
+def once(catalogue: Catalogue, layout: StateLayout, services: list[Service]) -> list[CheckRow]:
     """One attempt of every probe, in parallel: the wall time is the slowest probe."""
     from svcorch.probes.wait import check_once
 
-    services = probed_services(catalogue, names)
     return _parallel(
         services,
         lambda s: check_once(_probe_for(catalogue, layout, s), _options(s)),
@@ -124,14 +188,16 @@ def once(catalogue: Catalogue, layout: StateLayout, names: Iterable[str]) -> lis
 def wait(
     catalogue: Catalogue,
     layout: StateLayout,
-    names: Iterable[str],
+    services: list[Service],
     timeout: timedelta | None,
     cancelled: threading.Event | None = None,
 ) -> list[CheckRow]:
-    """Wait until every probe passes (or fails for good / times out), in parallel."""
-    from svcorch.probes.wait import wait_ready
+    """Wait until every probe passes (or fails for good / times out), in parallel.
 
-    services = probed_services(catalogue, names)
+    ``timeout`` replaces each probe's own ``timeout``. Setting ``cancelled`` ends every
+    wait before its next attempt; an attempt in progress ends by its own deadline.
+    """
+    from svcorch.probes.wait import wait_ready
 
     def attempt(service: Service) -> ProbeResult:
         options = _options(service)
@@ -142,47 +208,74 @@ def wait(
     return _parallel(services, attempt)
 
 
-def _options(service: Service) -> ProbeOptions:
-    assert service.ready is not None
-    return service.ready
+def health_changes(
+    previous: Mapping[str, bool],
+    rows: Iterable[CheckRow],
+    *,
+    now: float,
+    catalogue: str,
+    host: str = "",
+) -> list[HealthChange]:
+    """The changes one round brings, against what the previous rounds saw.
+
+    A service seen for the first time is news only if it is failing: "ok" is not worth a
+    page when a watch starts, but a watch started during an outage must say so at once.
+    """
+    changes = []
+    for row in rows:
+        before = previous.get(row.service)
+        if before == row.ok or (before is None and row.ok):
+            continue
+        changes.append(
+            HealthChange(
+                service=row.service,
+                probe=row.probe,
+                target=row.target,
+                ok=row.ok,
+                previous=before,
+                detail=row.detail,
+                time=now,
+                catalogue=catalogue,
+                host=host,
+            )
+        )
+    return changes
 
 
 @dataclass
 class Watch:
-    """``check --watch``: rounds every ``interval``; notifications on every change."""
+    """``check --watch``: rounds every ``interval`` seconds; notifications on every change."""
 
     catalogue: Catalogue
     layout: StateLayout
-    names: list[str]
+    services: list[Service]
     interval: float
     notifications: Notifications
     on_round: Callable[[int, list[CheckRow], list[HealthChange]], None]
+    probe_round: Callable[[], list[CheckRow]] | None = None
+    clock: Callable[[], float] = time.monotonic
 
-    def run(self, stop: threading.Event) -> None:
-        previous: dict[str, bool] = {}
+    def run(self, stop: threading.Event) -> int:
+        """Rounds until ``stop`` is set; the number of rounds run."""
+        health: dict[str, bool] = {}
+        name = self.catalogue.name or str(self.catalogue.path.absolute())
+        host = socket.gethostname()
         number = 0
         while not stop.is_set():
             number += 1
-            started = time.monotonic()
-            rows = once(self.catalogue, self.layout, self.names)
-            changes = []
-            for row in rows:
-                before = previous.get(row.service)
-                # the first round reports failures only: "ok" is not news at start-up
-                if before != row.ok and (before is not None or not row.ok):
-                    changes.append(
-                        HealthChange(
-                            service=row.service,
-                            probe=row.probe,
-                            ok=row.ok,
-                            previous=before,
-                            detail=row.detail,
-                            time=time.time(),
-                            catalogue=self.catalogue.name or str(self.catalogue.path),
-                        )
-                    )
-                previous[row.service] = row.ok
+            started = self.clock()
+            rows = self._round()
+            changes = health_changes(health, rows, now=time.time(), catalogue=name, host=host)
+            health.update((row.service, row.ok) for row in rows)
             for change in changes:
                 self.notifications.send(change)
             self.on_round(number, rows, changes)
-            stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
+            # the interval runs from the start of one round to the next, so rounds keep
+            # their rhythm whatever the probes take
+            stop.wait(max(0.0, self.interval - (self.clock() - started)))
+        return number
+
+    def _round(self) -> list[CheckRow]:
+        if self.probe_round is not None:
+            return self.probe_round()
+        return once(self.catalogue, self.layout, self.services)
