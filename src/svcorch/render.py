@@ -513,9 +513,18 @@ def round_line(number: int, rows: Sequence[Any], changes: Sequence[Any]) -> Text
 
 
 def delivery_line(delivery: Any) -> Text:
-    style = "dim" if delivery.ok else "yellow"
-    verb = "notified" if delivery.ok else "notification failed"
-    text = Text(f"  {verb} via {delivery.notifier} about {delivery.service}", style=style)
-    if not delivery.ok:
-        text.append(f" after {delivery.attempts} attempts: {delivery.detail}")
+    """One notification attempt: sent, failed and retrying, or given up."""
+    about = f"{delivery.service} {delivery.event}"
+    if delivery.ok:
+        text = Text(f"  notified {delivery.notifier} about {about}", style="dim")
+        if delivery.attempts > 1:
+            text.append(f" (attempt {delivery.attempts})")
+        return text
+    text = Text(f"  notifying {delivery.notifier} about {about} failed", style="yellow")
+    if delivery.retry_in is not None:
+        text.append(
+            f" (attempt {delivery.attempts}): {delivery.detail}; retry in {delivery.retry_in:g}s"
+        )
+    else:
+        text.append(f", gave up after {_count(delivery.attempts, 'attempt')}: {delivery.detail}")
     return text
