@@ -233,7 +233,8 @@ class Service(_Frozen):
     def _command_not_empty(cls, value: str | list[str] | None) -> str | list[str] | None:
         if value is not None and not (value.strip() if isinstance(value, str) else value):
             raise ValueError("command must not be empty")
-        if isinstance(value, str):
+        # only quotes and backslashes can make shlex fail; it is slow, so skip plain commands
+        if isinstance(value, str) and any(c in value for c in "'\"\\"):
             try:
                 shlex.split(value)
             except ValueError as exc:

@@ -8,7 +8,7 @@ recording where each value (and each mapping key) stands, so every later error c
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -17,6 +17,7 @@ from svcorch.errors import Problem
 Path_ = tuple[str | int, ...]
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_STR_TAG = "tag:yaml.org,2002:str"
 
 try:  # the C composer is several times faster on large catalogues
     _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment]
@@ -24,8 +25,8 @@ except AttributeError:  # pragma: no cover - libyaml missing
     _Loader = yaml.SafeLoader
 
 
-@dataclass(frozen=True)
-class Mark:
+class Mark(NamedTuple):
+    # a tuple, not a frozen dataclass: one is made per node and key (80,000 for 2,000 services)
     line: int  # 1-based
     column: int  # 1-based
 
@@ -67,12 +68,19 @@ class _Builder:
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+        return self._scalar(node)
+
+    def _scalar(self, node: yaml.Node) -> Any:
+        if node.tag == _STR_TAG:
+            # most scalars are strings, already complete in the node: skip the constructor's
+            # bookkeeping, a third of the load time of a large catalogue
+            return node.value
         return self.loader.construct_object(node, deep=True)
 
     def _mapping(self, node: yaml.MappingNode, path: Path_) -> dict[Any, Any]:
         result: dict[Any, Any] = {}
         for key_node, value_node, merged in _entries(node):
-            key = self.loader.construct_object(key_node, deep=True)
+            key = self._scalar(key_node)
             if not isinstance(key, str | int | float | bool) or key is None:
                 if not merged:  # a merged one was reported where its mapping is written
                     self._problem("mapping keys must be plain scalars", key_node)
