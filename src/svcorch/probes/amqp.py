@@ -13,7 +13,7 @@ import logging
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Self
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote
 
 from pydantic import Field, field_validator, model_validator
 
@@ -25,8 +25,8 @@ from svcorch.probes.base import (
     ProbeType,
     bounded_check,
     error_text,
-    redact_url,
     remaining,
+    split_server_url,
 )
 
 if TYPE_CHECKING:
@@ -99,23 +99,12 @@ class AmqpOptions(ProbeOptions):
 
 def parse_amqp_url(url: str) -> AmqpEndpoint:
     """``amqp://user:pw@host:port/vhost`` -> endpoint. An empty path is the vhost ``/``."""
-    shown = redact_url(url)
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise ValueError(f"invalid amqp url {shown!r}: {exc}") from None
-    if parts.scheme not in SCHEMES:
-        raise ValueError(f"amqp url must start with amqp:// or amqps://, got {shown!r}")
-    if not parts.hostname:
-        raise ValueError(f"amqp url has no host: {shown!r}")
-    if parts.query or parts.fragment:
-        raise ValueError(f"amqp url: give options as probe keys, not in the query: {shown!r}")
+    parts = split_server_url(url, "amqp", ("amqp", "amqps"))
     tls = SCHEMES[parts.scheme]
     vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
     return AmqpEndpoint(
-        host=parts.hostname,
-        port=port or PORTS[tls],
+        host=parts.hostname or "",  # split_server_url refused an empty host
+        port=parts.port or PORTS[tls],
         vhost=vhost,
         user=unquote(parts.username) if parts.username else "guest",
         password=unquote(parts.password) if parts.password is not None else "guest",

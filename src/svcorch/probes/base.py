@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import ClassVar, Protocol
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, quote, unquote, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict
 
@@ -26,6 +26,29 @@ def is_secret_key(key: str) -> bool:
     """Keys named like a secret are never shown."""
     lowered = key.lower().replace("-", "_")  # X-Api-Key is a header spelling of api_key
     return any(word in lowered for word in SECRET_WORDS)
+
+
+def split_server_url(url: str, kind: str, schemes: tuple[str, str]) -> SplitResult:
+    """Split a ``scheme://user:pw@host:port/path`` server URL, or ValueError saying why not.
+
+    ``schemes`` is the plain and the TLS spelling. Options belong in probe keys, so a query
+    or fragment is refused. Messages show the URL with its password masked.
+    """
+    shown = redact_url(url)
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises on a port that is not a number or out of range
+    except ValueError as exc:
+        raise ValueError(f"invalid {kind} url {shown!r}: {exc}") from None
+    if parts.scheme not in schemes:
+        raise ValueError(
+            f"{kind} url must start with {schemes[0]}:// or {schemes[1]}://, got {shown!r}"
+        )
+    if not parts.hostname:
+        raise ValueError(f"{kind} url has no host: {shown!r}")
+    if parts.query or parts.fragment:
+        raise ValueError(f"{kind} url: give options as probe keys, not in the query: {shown!r}")
+    return parts
 
 
 def redact_url(url: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal, Self
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from pydantic import Field, field_validator, model_validator
 
@@ -21,8 +21,8 @@ from svcorch.probes.base import (
     ProbeType,
     bounded_check,
     error_text,
-    redact_url,
     remaining,
+    split_server_url,
 )
 
 DEFAULT_PORT = 6379
@@ -95,24 +95,13 @@ class RedisOptions(ProbeOptions):
 
 def parse_redis_url(url: str) -> RedisEndpoint:
     """``redis://user:pw@host:port/db`` -> endpoint; ValueError names what is wrong."""
-    shown = redact_url(url)
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise ValueError(f"invalid redis url {shown!r}: {exc}") from None
-    if parts.scheme not in SCHEMES:
-        raise ValueError(f"redis url must start with redis:// or rediss://, got {shown!r}")
-    if not parts.hostname:
-        raise ValueError(f"redis url has no host: {shown!r}")
-    if parts.query or parts.fragment:
-        raise ValueError(f"redis url: give options as probe keys, not in the query: {shown!r}")
+    parts = split_server_url(url, "redis", ("redis", "rediss"))
     path = parts.path.strip("/")
     if path and not path.isdigit():
         raise ValueError(f"redis url: the path must be a database number, got {path!r}")
     return RedisEndpoint(
-        host=parts.hostname,
-        port=port or DEFAULT_PORT,
+        host=parts.hostname or "",  # split_server_url refused an empty host
+        port=parts.port or DEFAULT_PORT,
         db=int(path) if path else 0,
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password is not None else None,
