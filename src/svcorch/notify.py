@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import queue
+import re
 import shlex
 import signal
 import subprocess
@@ -127,9 +128,13 @@ def notifier_secrets(notifier: Notifier) -> list[str]:
                 found.extend(value.split()[1:])  # "Bearer abc": the credential alone
     else:
         command = notifier.command
-        words = shlex.split(command) if isinstance(command, str) else command
-        found.extend(p for word in words if (p := _url_password(word)))
+        text = command if isinstance(command, str) else " ".join(command)
+        found.extend(unquote(match) for match in _USERINFO_PASSWORD.findall(text))
     return found
+
+
+# `scheme://user:password@` anywhere in a command line, quoted or not
+_USERINFO_PASSWORD = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@'\"]*:([^\s/'\"]+)@")
 
 
 def _url_password(text: str) -> str | None:
@@ -309,7 +314,15 @@ class Notifications:
 
     def _work(self, notifier: Notifier, pending: queue.Queue[HealthChange | None]) -> None:
         while (change := pending.get()) is not None:
-            self._deliver(notifier, change)
+            try:
+                self._deliver(notifier, change)
+            except Exception as exc:  # a bug must not silence this notifier for the watch
+                failure = Delivery(
+                    notifier.type, change.service, change.event, False, 0,
+                    f"internal error: {type(exc).__name__}",
+                )  # fmt: skip
+                with contextlib.suppress(Exception):
+                    self.on_delivery(failure)
 
     def _send(self, notifier: Notifier, change: HealthChange, body: bytes) -> None:
         if isinstance(notifier, WebhookNotifier):
