@@ -8,6 +8,7 @@ uses lives here.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from pathlib import Path
@@ -161,6 +162,21 @@ def test_tree_shows_each_top_service_with_what_it_needs(
         "    └── migrate  started  oneshot  (waits: completed)",
         "        └── db  tcp  external",
     ]
+
+
+def test_tree_draws_shared_dependencies_once() -> None:
+    # ten layers of three, each service needing the whole layer below: drawn naively, the
+    # top would repeat 3**9 paths; drawn once each, it is one line per service and edge
+    layers = [[f"l{layer}-{i}" for i in range(3)] for layer in range(10)]
+    services: dict[str, Any] = {name: {"command": "x"} for name in layers[0]}
+    for below, layer in itertools.pairwise(layers):
+        services.update({name: {"command": "x", "depends_on": below} for name in layer})
+    model = Catalogue.model_validate({"version": 1, "services": services})
+    lines = plain(render.tree(model, ServiceGraph.from_catalogue(model))).splitlines()
+    assert len(lines) == 1 + 3 + 9 * 9  # the root, the tops, one line per dependency edge
+    # layers 1-8: each service under three dependents, expanded under the first only
+    assert sum("(see above)" in line for line in lines) == 8 * 3 * 2
+    assert lines[1:4] == ["├── l9-0  started", "│   ├── l8-0  started", "│   │   ├── l7-0  started"]
 
 
 # -- plans --------------------------------------------------------------------------------------

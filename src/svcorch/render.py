@@ -264,11 +264,17 @@ def mermaid(catalogue: Catalogue, graph: ServiceGraph) -> str:
 
 
 def tree(catalogue: Catalogue, graph: ServiceGraph) -> Tree:
-    """Each top service with what it needs beneath it."""
+    """Each top service with what it needs beneath it.
+
+    A service's dependencies are drawn under its first appearance only; later appearances say
+    ``(see above)``. Drawing shared dependencies again under every dependent grows
+    exponentially with the depth of a layered stack (2,000 services never finished).
+    """
     root = Tree(Text(catalogue.name or str(catalogue.path), style="bold"))
     tops = [n for n in graph.start_order() if not graph.dependents(n)]
+    expanded: set[str] = set()
 
-    def add(branch: Tree, name: str, condition: str | None, seen: frozenset[str]) -> None:
+    def add(branch: Tree, name: str, condition: str | None) -> None:
         label = Text(name, style="bold cyan")
         label.append(f"  {_probe(catalogue, name)}", style="dim")
         kind = catalogue.services[name].kind
@@ -276,13 +282,18 @@ def tree(catalogue: Catalogue, graph: ServiceGraph) -> Tree:
             label.append(f"  {kind.value}", style="magenta")
         if condition and condition != "ready":
             label.append(f"  (waits: {condition})", style="yellow")
+        dependencies = graph.dependencies(name)
+        if dependencies and name in expanded:
+            label.append("  (see above)", style="dim")
+            branch.add(label)
+            return
+        expanded.add(name)
         node = branch.add(label)
-        for dependency in graph.dependencies(name):
-            if dependency not in seen:
-                add(node, dependency, graph.condition(dependency, name), seen | {dependency})
+        for dependency in dependencies:
+            add(node, dependency, graph.condition(dependency, name))
 
     for name in tops:
-        add(root, name, None, frozenset({name}))
+        add(root, name, None)
     return root
 
 
