@@ -60,7 +60,10 @@ def resolved_catalogue(catalogue: Catalogue) -> dict[str, Any]:
 def yaml_text(data: Any) -> str:
     import yaml
 
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+    # libyaml's emitter when present: the pure-Python one takes seconds on a large catalogue
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    text: str = yaml.dump(data, Dumper=dumper, sort_keys=False, allow_unicode=True, width=100)
+    return text
 
 
 def json_text(data: Any) -> str:
