@@ -127,6 +127,9 @@ class Harness:
     def index(self, name: str, new: State) -> int:
         return next(i for i, e in enumerate(self.events) if e.service == name and e.new is new)
 
+    def last(self, name: str, new: State) -> int:
+        return max(i for i, e in enumerate(self.events) if e.service == name and e.new is new)
+
     def up(self, *names: str, rollback: bool = False) -> asyncio.Task[Outcome]:
         selected = self.engine.graph.select_up(names or self.engine.graph.names)
         return asyncio.get_running_loop().create_task(self.engine.up(selected, rollback=rollback))
@@ -574,6 +577,7 @@ def test_a_new_engine_adopts_live_services_and_marks_dead_ones_exited(tmp_path: 
     async def adopt() -> None:
         db, web = (p.pid for p in popens)
         os.kill(web, signal.SIGKILL)
+        await until(lambda: not alive(web), "web killed")
         async with second as h:
             assert h.engine.adopt(StateFile(h.layout.state_file).load()) == ["db"]
             await until(lambda: h.state("db") is State.READY, "db adopted as ready")
@@ -593,3 +597,74 @@ def test_a_new_engine_adopts_live_services_and_marks_dead_ones_exited(tmp_path: 
             if popen.poll() is None:
                 popen.kill()
             popen.wait()
+
+
+def test_a_retried_start_never_shows_its_dependents_a_failure(tmp_path: Path) -> None:
+    # the worker asked to restart with db: stopping it must not let the up see db "failed"
+    marker = tmp_path / "second-time"
+    flaky = ["/bin/sh", "-c", f"[ -e {marker} ] || {{ touch {marker}; exit 1; }}; exec sleep 300"]
+    harness = Harness(
+        tmp_path,
+        {
+            "db": service(flaky, restart={"policy": "on-failure", "backoff": "50ms"}),
+            "worker": service(depends_on={"db": {"restart_on_dependency": True}}),
+        },
+    )
+
+    async def scenario() -> None:
+        async with harness as h:
+            h.probes.ready["worker"] = True
+            up = h.up()
+            await until(lambda: h.count("db", State.STARTING) == 2, "second start")
+            h.probes.ready["db"] = True
+            outcome = await up
+            assert outcome.ok, outcome
+            assert h.count("db", State.FAILED) == 0
+            assert h.count("worker", State.BLOCKED) == 0
+            backoff = next(e for e in h.events if e.new is State.BACKOFF)
+            assert backoff.detail == "restarting in 0.05s: exited with code 1 before ready"
+
+    run(scenario)
+
+
+def test_an_up_during_a_down_starts_the_service_again_after_it_stopped(tmp_path: Path) -> None:
+    harness = Harness(
+        tmp_path,
+        {"slow": service(python_service("ignore_term"), stop={"timeout": "300ms"})},
+    )
+
+    async def scenario() -> None:
+        async with harness as h:
+            h.probes.ready["slow"] = True
+            assert (await h.up()).ok
+            old = h.pid("slow")
+            log = h.layout.service_log("slow")
+            await until(lambda: "ready" in log.read_text(), "the handler installed")
+            down = asyncio.get_running_loop().create_task(h.engine.down(["slow"]))
+            await until(lambda: h.state("slow") is State.STOPPING, "stopping")
+            outcome = await h.up()
+            await down
+            assert outcome.ok and outcome.done == ("slow",)
+            assert h.state("slow") is State.READY
+            assert not alive(old) and alive(h.pid("slow")) and h.pid("slow") != old
+            assert h.index("slow", State.STOPPED) < h.last("slow", State.WAITING)
+
+    run(scenario)
+
+
+def test_an_up_joining_one_in_progress_reports_what_became_ready(tmp_path: Path) -> None:
+    harness = Harness(tmp_path, {"db": service()})
+
+    async def scenario() -> None:
+        async with harness as h:
+            first = h.up()
+            await until(lambda: h.state("db") is State.STARTING, "db starting")
+            second = h.up()
+            await until(lambda: h.probes.attempts["db", "ready"] >= 2, "probed")
+            h.probes.ready["db"] = True
+            one, two = await first, await second
+            assert one.done == ("db",) and one.already == ()
+            assert two.done == ("db",) and two.already == ()
+            assert h.count("db", State.STARTING) == 1
+
+    run(scenario)

@@ -258,14 +258,17 @@ def logs(
     def emit(service: str, line: str) -> None:
         out.print(render.log_line(service, line, width, colours[service]), markup=False)
 
-    for service, line in logs_command.initial(layout, services, lines):
-        emit(service, line)
     if not follow:
+        for service, line in logs_command.initial(layout, services, lines):
+            emit(service, line)
         return
+    first, followers = logs_command.open_followers(layout, services, lines)
+    for service, line in first:
+        emit(service, line)
     stopped: list[int] = []
     signal.signal(signal.SIGTERM, lambda s, _: stopped.append(s))
     try:
-        logs_command.follow(layout, services, emit, lambda: bool(stopped))
+        logs_command.follow(followers, emit, lambda: bool(stopped))
     except KeyboardInterrupt:
         sys.stdout.flush()
         raise typer.Exit(130) from None

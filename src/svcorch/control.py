@@ -24,6 +24,14 @@ MAX_LINE = 16 * 1024 * 1024  # a status of thousands of services still fits
 OPS = ("ping", "up", "down", "restart", "status")
 
 
+class RemoteError(DaemonError):
+    """The daemon refused a request; carries the exit code of the error it met."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 def encode(message: dict[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":")).encode() + b"\n"
 
@@ -92,7 +100,8 @@ class Connection:
                 result: dict[str, Any] = reply["result"]
                 return result
             elif "error" in reply:
-                raise DaemonError(str(reply["error"]))
+                code = reply.get("exit_code")
+                raise RemoteError(str(reply["error"]), code if isinstance(code, int) else 1)
         raise DaemonError("the daemon closed the connection without an answer (see daemon.log)")
 
 

@@ -113,6 +113,7 @@ class Runtime:
     task: asyncio.Task[None] | None = None
     log_offset: int = 0
     liveness_failed: bool = False
+    paused_by: str | None = None  # stopped while this dependency restarts; resumed after it
 
     @property
     def alive(self) -> bool:
@@ -365,8 +366,9 @@ class Engine:
             self._set(runtime, State.READY, "adopted")
         else:
             self._set(runtime, State.STARTING, "adopted; probing again")
-            if not await self._gate(runtime):
-                await self._after_failure(runtime)
+            failure = await self._gate(runtime)
+            if failure is not None:
+                await self._start_failed(runtime, failure)
                 return
         await self._supervise(runtime)
 
@@ -374,29 +376,25 @@ class Engine:
 
     async def up(self, names: Iterable[str], *, rollback: bool = False) -> Outcome:
         """Bring ``names`` (already closed over their dependencies) up; return when all are
-        ready, or as soon as one has failed."""
+        ready, or as soon as one has failed for good (after the retries its policy allows)."""
         started = time.monotonic()
         selected = self.graph.subgraph(names).start_order()
         already: list[str] = []
         launched: list[str] = []
         for name in selected:
             runtime = self.runtimes[name]
-            if runtime.state in SETTLED_OK or runtime.state in IN_PROGRESS:
-                if runtime.state in SETTLED_OK:
-                    already.append(name)
-                continue
-            runtime.generation += 1
-            if runtime.state is State.FATAL:
-                runtime.restart_times.clear()
-            self._set(runtime, State.WAITING, self._waiting_detail(runtime))
-            runtime.task = asyncio.get_running_loop().create_task(self._bring_up(runtime))
-            launched.append(name)
+            if runtime.state in SETTLED_OK:
+                already.append(name)
+            elif not self._busy(runtime):
+                self._launch(runtime)
+                launched.append(name)
+            # else: another up (or a restart) is bringing it up already; wait for it too
 
         def settled() -> bool:
             states = [self.runtimes[n].state for n in selected]
-            return all(s in SETTLED_OK or s in SETTLED_BAD for s in states) or any(
-                self.runtimes[n].state in (State.FAILED, State.FATAL) for n in launched
-            )
+            if any(s in (State.FAILED, State.FATAL) for s in states):
+                return True
+            return all(s in SETTLED_OK or s in SETTLED_BAD for s in states)
 
         await self._wait_for(settled)
         failed = [
@@ -405,8 +403,11 @@ class Engine:
             if self.runtimes[n].state in (State.FAILED, State.FATAL, State.EXITED)
         ]
         blocked = [n for n in selected if self.runtimes[n].state is State.BLOCKED]
-        pending = [n for n in selected if self.runtimes[n].state in IN_PROGRESS]
-        done = [n for n in launched if self.runtimes[n].state in SETTLED_OK]
+        pending = [n for n in selected if self.runtimes[n].state not in SETTLED_OK | SETTLED_BAD]
+        ready_before = set(already)
+        done = [
+            n for n in selected if n not in ready_before and self.runtimes[n].state in SETTLED_OK
+        ]
         outcome = Outcome(
             action="up",
             ok=not failed and not blocked and not pending,
@@ -420,6 +421,31 @@ class Engine:
         if rollback and not outcome.ok:
             await self.down(launched)
         return outcome
+
+    def _busy(self, runtime: Runtime) -> bool:
+        """Something is bringing it up already: an up in progress, or its own restart."""
+        if runtime.state in IN_PROGRESS:
+            return True
+        return runtime.task is not None and not runtime.task.done()
+
+    def _launch(self, runtime: Runtime) -> None:
+        """An explicit start: a fresh restart budget, then wait for the dependencies."""
+        runtime.generation += 1
+        runtime.restart_times.clear()
+        runtime.consecutive_failures = 0
+        runtime.paused_by = None
+        loop = asyncio.get_running_loop()
+        if runtime.state is State.STOPPING:
+            # a down is stopping it right now: start again once that stop is over
+            runtime.task = loop.create_task(self._bring_up_after_stop(runtime))
+            return
+        self._set(runtime, State.WAITING, self._waiting_detail(runtime))
+        runtime.task = loop.create_task(self._bring_up(runtime))
+
+    async def _bring_up_after_stop(self, runtime: Runtime) -> None:
+        await self._wait_for(lambda: runtime.state is not State.STOPPING)
+        self._set(runtime, State.WAITING, self._waiting_detail(runtime))
+        await self._bring_up(runtime)
 
     def _waiting_detail(self, runtime: Runtime) -> str:
         needs = [f"{d} {e.condition.value}" for d, e in runtime.service.depends_on.items()]
@@ -500,7 +526,9 @@ class Engine:
     # -- oneshot -----------------------------------------------------------------------------
 
     async def _run_oneshot(self, runtime: Runtime) -> None:
-        if not await self._spawn(runtime, State.RUNNING):
+        failure = await self._spawn(runtime, State.RUNNING)
+        if failure is not None:
+            await self._start_failed(runtime, failure)
             return
         await self._finish_oneshot(runtime)
 
@@ -508,48 +536,57 @@ class Engine:
         assert runtime.exited is not None
         code = await runtime.exited
         self._record_exit(runtime, code)
+        await self._reap_group(runtime)
         if code == 0:
             self._set(runtime, State.COMPLETED, "exited 0")
         else:
-            self._set(runtime, State.FAILED, f"exited with {_describe_exit(code)}")
+            await self._start_failed(runtime, f"exited with {_describe_exit(code)}")
 
     # -- managed -----------------------------------------------------------------------------
 
     async def _run_managed(self, runtime: Runtime) -> None:
-        if not await self._spawn(runtime, State.STARTING):
-            await self._after_failure(runtime)
-            return
-        if not await self._gate(runtime):
-            await self._after_failure(runtime)
+        failure = await self._spawn(runtime, State.STARTING)
+        if failure is None:
+            failure = await self._gate(runtime)
+        if failure is not None:
+            await self._start_failed(runtime, failure)
             return
         await self._supervise(runtime)
 
-    async def _gate(self, runtime: Runtime) -> bool:
-        """The readiness gate: probe passed and the child still alive."""
+    async def _gate(self, runtime: Runtime) -> str | None:
+        """The readiness gate: probe passed and the child still alive. None, or why not."""
         options = runtime.service.ready
         if options is None:
             if runtime.alive:
                 self._set(runtime, State.READY, "running")
-                return True
-            self._fail_exited(runtime)
-            return False
+                return None
+            return self._exited_before_ready(runtime)
         result = await self._wait_ready(runtime, options)
         if result.ok and runtime.alive:
             self._set(runtime, State.READY, result.detail)
-            return True
+            return None
         if not runtime.alive:
-            self._fail_exited(runtime)
-            return False
+            return self._exited_before_ready(runtime)
         await self._kill_quietly(runtime)
-        self._set(runtime, State.FAILED, result.detail)
-        return False
+        return result.detail
 
-    def _fail_exited(self, runtime: Runtime) -> None:
+    def _exited_before_ready(self, runtime: Runtime) -> str:
         assert runtime.exited is not None
         code = runtime.exited.result()
         self._record_exit(runtime, code)
         # RabbitMQ's script exits 0 after a failed boot: exiting before ready is a failure
-        self._set(runtime, State.FAILED, f"exited with {_describe_exit(code)} before ready")
+        return f"exited with {_describe_exit(code)} before ready"
+
+    async def _start_failed(self, runtime: Runtime, reason: str) -> None:
+        """A start failed: back off and retry where the policy allows, else it failed.
+
+        A start that will be retried goes straight to ``backoff``: an up waiting for it, and
+        its dependents, must never see a ``failed`` that is not final.
+        """
+        if runtime.service.restart.policy is RestartPolicy.NO:
+            self._set(runtime, State.FAILED, reason)
+            return
+        await self._restart_later(runtime, reason)
 
     async def _wait_ready(self, runtime: Runtime, options: ProbeOptions) -> ProbeResult:
         from svcorch.probes.wait import wait_ready_async
@@ -571,11 +608,14 @@ class Engine:
         )
         # react to the child's exit at once, not at the next probe attempt
         watched: set[asyncio.Future[Any]] = {waiter, exited}
-        await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
-        if not waiter.done():
-            waiter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await waiter
+        try:
+            await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await waiter
+        if waiter.cancelled():
             return ProbeResult.failed("process exited", retryable=False)
         return waiter.result()
 
@@ -598,10 +638,13 @@ class Engine:
         ready_for = time.monotonic() - _monotonic_of(runtime.ready_at)
         if ready_for >= runtime.service.restart.reset_after.total_seconds():
             runtime.consecutive_failures = 0
-        if runtime.liveness_failed:
-            detail = runtime.detail
-            await self._stop_process(runtime, reason=detail)
-            await self._restart_later(runtime, detail, forced=True)
+        if runtime.liveness_failed and runtime.alive:
+            reason = runtime.detail
+            log.warning("%s: restarting: %s", runtime.name, reason)
+            # top-down, like a down: the dependents that asked go first, then the service
+            paused = await self._stop_dependents_for_restart(runtime)
+            await self._stop_process(runtime, reason=reason)
+            await self._restart_later(runtime, reason, forced=True, paused=paused)
             return
         code = runtime.exited.result()
         self._record_exit(runtime, code)
@@ -629,6 +672,7 @@ class Engine:
         probe = self.probe_factory(options, context)
         failures = 0
         period = options.period.total_seconds()
+        runtime.liveness_failed = False
         while True:
             await asyncio.sleep(period)
             result = await asyncio.to_thread(check_once, probe, options)
@@ -640,9 +684,7 @@ class Engine:
             failures += 1
             if failures >= liveness.failure_threshold:
                 runtime.liveness_failed = True
-                reason = f"liveness failed {failures} times: {result.detail}"
-                log.warning("%s: restarting: %s", runtime.name, reason)
-                runtime.detail = reason
+                runtime.detail = f"liveness failed {failures} times: {result.detail}"
                 return
             self._set(
                 runtime,
@@ -650,13 +692,19 @@ class Engine:
                 f"liveness failed {failures}/{liveness.failure_threshold}: {result.detail}",
             )
 
-    async def _after_failure(self, runtime: Runtime) -> None:
-        """A start failed: retry with backoff where the policy allows, else stay failed."""
-        if runtime.service.restart.policy is RestartPolicy.NO:
-            return
-        await self._restart_later(runtime, runtime.detail)
+    async def _restart_later(
+        self,
+        runtime: Runtime,
+        reason: str,
+        *,
+        forced: bool = False,
+        paused: list[str] | None = None,
+    ) -> None:
+        """Restart after the backoff, or give up as ``fatal`` once the budget is spent.
 
-    async def _restart_later(self, runtime: Runtime, reason: str, forced: bool = False) -> None:
+        ``paused``: dependents already stopped for this restart (a liveness restart stops them
+        before the service itself); otherwise the ones that asked are stopped here.
+        """
         spec = runtime.service.restart
         if spec.policy is RestartPolicy.NO and not forced:
             return
@@ -665,12 +713,13 @@ class Engine:
         while runtime.restart_times and now - runtime.restart_times[0] > window:
             runtime.restart_times.popleft()
         if len(runtime.restart_times) >= spec.max_restarts:
+            if paused is None:
+                await self._stop_dependents_for_restart(runtime)
             self._set(
                 runtime,
                 State.FATAL,
                 f"{len(runtime.restart_times)} restarts within {window:g}s; last: {reason}",
             )
-            await self._stop_dependents_for_restart(runtime)
             return
         delay = min(
             spec.backoff.total_seconds() * (2**runtime.consecutive_failures),
@@ -679,25 +728,31 @@ class Engine:
         runtime.consecutive_failures += 1
         runtime.restart_times.append(now)
         runtime.restarts += 1
-        dependents = await self._stop_dependents_for_restart(runtime)
         self._set(runtime, State.BACKOFF, f"restarting in {delay:.3g}s: {reason}")
+        if paused is None:
+            paused = await self._stop_dependents_for_restart(runtime)
         await asyncio.sleep(delay)
         runtime.generation += 1
         runtime.liveness_failed = False
-        await self._run_managed_again(runtime, dependents)
+        self._resume_paused(runtime, paused)
+        if runtime.service.kind is Kind.ONESHOT:
+            await self._run_oneshot(runtime)
+        else:
+            await self._run_managed(runtime)
 
-    async def _run_managed_again(self, runtime: Runtime, dependents: list[str]) -> None:
-        if dependents:
-            # start the stopped dependents once this service is back (their own tasks wait)
-            for name in dependents:
-                dependent = self.runtimes[name]
-                dependent.generation += 1
-                self._set(dependent, State.WAITING, self._waiting_detail(dependent))
-                dependent.task = asyncio.get_running_loop().create_task(self._bring_up(dependent))
-        await self._run_managed(runtime)
+    def _resume_paused(self, runtime: Runtime, paused: list[str]) -> None:
+        """Start again the dependents stopped for this restart; they wait for it to be ready.
+
+        One that was explicitly stopped or started meanwhile (paused_by cleared) is left alone.
+        """
+        for name in paused:
+            dependent = self.runtimes[name]
+            if dependent.paused_by == runtime.name and dependent.state is State.STOPPED:
+                self._launch(dependent)
 
     async def _stop_dependents_for_restart(self, runtime: Runtime) -> list[str]:
-        """Dependents that asked for ``restart_on_dependency`` stop while this one restarts."""
+        """Dependents that asked for ``restart_on_dependency`` stop while this one restarts
+        (with whatever depends on them), top-down; returns them in start order."""
         names = [
             dependent
             for dependent in self.graph.dependents(runtime.name)
@@ -708,7 +763,10 @@ class Engine:
             return []
         closure = self.graph.select_down(names)
         await self.down(closure)
-        return sorted(closure, key=self.graph.start_order().index)
+        for name in closure:
+            self.runtimes[name].paused_by = runtime.name
+        order = {name: index for index, name in enumerate(self.graph.start_order())}
+        return sorted(closure, key=order.__getitem__)
 
     # -- spawning ----------------------------------------------------------------------------
 
@@ -723,14 +781,14 @@ class Engine:
             env["PATH"] = bindir + os.pathsep + path
         return env
 
-    async def _spawn(self, runtime: Runtime, state: State) -> bool:
+    async def _spawn(self, runtime: Runtime, state: State) -> str | None:
+        """Spawn the service's process and enter ``state``; None, or why it could not."""
         service = runtime.service
         if service.ports:
             try:
                 await asyncio.to_thread(process.check_ports_free, runtime.name, service.ports)
             except ProcessError as exc:
-                self._set(runtime, State.FAILED, str(exc))
-                return False
+                return str(exc)
         log_path = self.layout.service_log(runtime.name)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -754,8 +812,7 @@ class Engine:
                 service=runtime.name,
             )
         except ProcessError as exc:
-            self._set(runtime, State.FAILED, str(exc))
-            return False
+            return str(exc)
         runtime.popen = popen
         try:
             runtime.record = process.record_of(popen)
@@ -766,7 +823,7 @@ class Engine:
         runtime.exited_at = None
         runtime.exited = self._watch_exit(runtime.record, popen=popen)
         self._set(runtime, state, f"pid {popen.pid}")
-        return True
+        return None
 
     def _watch_exit(
         self, record: ProcessRecord, popen: subprocess.Popen[bytes] | None
@@ -859,7 +916,9 @@ class Engine:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        runtime.task = None
+        if runtime.task is task:
+            runtime.task = None
+        runtime.paused_by = None  # stopped on purpose: no restart of a dependency resumes it
         if runtime.service.kind is Kind.EXTERNAL:
             was = runtime.state
             if was is not State.STOPPED:
@@ -1012,15 +1071,14 @@ class Engine:
     def status(self, names: Iterable[str] | None = None) -> list[ServiceStatus]:
         wanted = set(names) if names else None
         now = time.time()
-        result = []
-        for name in self.graph.start_order():
-            if wanted is not None and name not in wanted:
-                continue
-            runtime = self.runtimes[name]
-            result.append(
-                status_of(runtime.service, self.records()[name], now, alive=runtime.alive)
+        records = self.records()
+        return [
+            status_of(
+                self.runtimes[name].service, records[name], now, alive=self.runtimes[name].alive
             )
-        return result
+            for name in self.graph.start_order()
+            if wanted is None or name in wanted
+        ]
 
     def anything_running(self) -> bool:
         return any(

@@ -25,11 +25,13 @@ from typing import Any
 from svcorch import catalogue as catalogue_module
 from svcorch import control, plan
 from svcorch.engine import Engine, Event
-from svcorch.errors import CatalogueError, SvcorchError
+from svcorch.errors import DaemonError, SvcorchError
 from svcorch.model import Catalogue
 from svcorch.state import StateFile, StateLayout, StateLock, ensure_state_dir
 
 log = logging.getLogger("svcorch.daemon")
+
+LOCK_WAIT = 10.0  # seconds an exiting daemon may take to let go of the state dir
 
 
 def load_catalogue(file: Path, environ: Mapping[str, str], state_dir: Path) -> Catalogue:
@@ -44,7 +46,8 @@ class Daemon:
         self.file = file
         self.engine: Engine | None = None
         self.finished = asyncio.Event()
-        self.shutdown_requested = False
+        self.exit_when_idle = False  # a down of everything was asked for
+        self.shutting_down = False  # a signal: everything is being stopped, then we exit
         self.busy = 0
 
     async def run(self) -> int:
@@ -79,8 +82,8 @@ class Daemon:
 
     def _on_signal(self, sig: int) -> None:
         log.info("got %s: stopping everything", signal.Signals(sig).name)
-        if not self.shutdown_requested:
-            self.shutdown_requested = True
+        if not self.shutting_down:
+            self.shutting_down = True
             task = asyncio.get_running_loop().create_task(self._down_everything())
             task.add_done_callback(lambda _: self.finished.set())
 
@@ -98,7 +101,7 @@ class Daemon:
             request = control.decode(line)
             await self._dispatch(request, writer)
         except SvcorchError as exc:
-            await self._send(writer, {"error": str(exc)})
+            await self._send(writer, {"error": str(exc), "exit_code": exc.exit_code})
         except (ConnectionError, asyncio.IncompleteReadError):
             log.info("client went away")
         except Exception as exc:
@@ -130,10 +133,8 @@ class Daemon:
         if not isinstance(environ, dict):
             environ = dict(os.environ)
         file = Path(str(request.get("file") or self.file))
-        try:
-            catalogue = load_catalogue(file, environ, self.layout.root)
-        except CatalogueError as exc:
-            raise SvcorchError("\n".join(str(p) for p in exc.problems)) from None
+        # a CatalogueError goes back to the client with every problem and exit code 2
+        catalogue = load_catalogue(file, environ, self.layout.root)
         self.engine.load(catalogue, environ)
         return self.engine
 
@@ -145,7 +146,9 @@ class Daemon:
             await self._send(writer, {"result": {"ok": True, "pid": os.getpid()}})
             return
         if op not in control.OPS:
-            raise SvcorchError(f"unknown request {op!r}")
+            raise DaemonError(f"unknown request {op!r}")
+        if self.shutting_down and op in ("up", "restart"):
+            raise DaemonError("the daemon is stopping everything (it got a signal); retry")
         engine = self._reload(request) if op != "status" else self.engine
         assert engine is not None
         if op == "status":
@@ -159,6 +162,8 @@ class Daemon:
         try:
             timeout = request.get("timeout")
             stop_timeout = float(timeout) if isinstance(timeout, int | float) else None
+            if op in ("up", "restart"):
+                self.exit_when_idle = False  # wanted running again after all
             if op == "up":
                 selected = plan.select_up(engine.catalogue, engine.graph, names, profiles)
                 outcome = await engine.up(selected, rollback=bool(request.get("rollback")))
@@ -166,7 +171,7 @@ class Daemon:
                 selected = plan.select_down(engine.catalogue, engine.graph, names, profiles)
                 outcome = await engine.down(selected, timeout=stop_timeout)
                 if not names:
-                    self.shutdown_requested = True
+                    self.exit_when_idle = True
             else:
                 engine.graph.check_known(names)
                 outcome = await engine.restart(names, timeout=stop_timeout)
@@ -189,12 +194,65 @@ class Daemon:
     def _exit_if_idle(self) -> None:
         # a down of everything ends the daemon once nothing is left running
         if (
-            self.shutdown_requested
+            self.exit_when_idle
             and self.busy == 0
             and self.engine is not None
             and not self.engine.anything_running()
         ):
             self.finished.set()
+
+
+def _detach(layout: StateLayout) -> None:
+    """Fork once more so the daemon is nobody's child but init's; the parent prints its pid.
+
+    The starter reaps the intermediate at once and reads the pid from its stdout, which the
+    daemon itself must not hold open: it writes to its log instead.
+    """
+    pid = os.fork()
+    if pid != 0:
+        os.write(1, f"{pid}\n".encode("ascii"))
+        os._exit(0)
+    fd = os.open(layout.daemon_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(fd, 1)
+    os.close(fd)
+
+
+def _take_lock(lock: StateLock, layout: StateLayout) -> bool:
+    """The state dir's lock, waiting while a daemon that is exiting still holds it.
+
+    False when another daemon serves this state dir (the client talks to that one) or the
+    holder did not let go within LOCK_WAIT seconds (a foreground up: the client says so).
+    """
+    deadline = time.monotonic() + LOCK_WAIT
+    delay = 0.005
+    while not lock.try_acquire():
+        if _another_daemon_serves(layout):
+            log.info("another svcorch daemon serves %s; exiting", layout.root)
+            return False
+        if time.monotonic() > deadline:
+            holder = lock.holder_pid()
+            log.error(
+                "%s is locked by pid %s (another svcorch) for over %gs; exiting",
+                layout.lock,
+                holder if holder is not None else "?",
+                LOCK_WAIT,
+            )
+            return False
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+    return True
+
+
+def _another_daemon_serves(layout: StateLayout) -> bool:
+    connection = control.connect(layout.socket, timeout=0.5)
+    if connection is None:
+        return False
+    with connection:
+        try:
+            connection.request({"op": "ping"})
+        except (SvcorchError, OSError):
+            return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,12 +262,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--detach",
         action="store_true",
-        help="fork once more so the daemon is nobody's child but init's",
+        help="fork once more so the daemon is nobody's child but init's; print its pid",
     )
     args = parser.parse_args(argv)
     layout = StateLayout(ensure_state_dir(args.state_dir.absolute()))
-    if args.detach and os.fork() != 0:
-        os._exit(0)  # the starter reaps this intermediate at once; the daemon lives on
+    if args.detach:
+        _detach(layout)
     logging.basicConfig(
         filename=str(layout.daemon_log),
         level=logging.INFO,
@@ -217,9 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     logging.Formatter.converter = time.localtime
     lock = StateLock(layout.lock, blocking=False)
-    if not lock.try_acquire():
-        # another daemon (or a foreground up) owns this state dir; the client talks to it
-        log.info("another svcorch holds %s; exiting", layout.lock)
+    if not _take_lock(lock, layout):
         return 0
     try:
         return asyncio.run(Daemon(layout, args.file.absolute()).run())

@@ -34,6 +34,30 @@ def ensure(layout: StateLayout, file: Path, environ: Mapping[str, str]) -> None:
     if running(layout):
         return
     ensure_state_dir(layout.root)
+    _refuse_foreign_owner(layout)
+    pid = _spawn(layout, file, environ)
+    started = time.monotonic()
+    delay = 0.002
+    while not running(layout):
+        if not _alive(pid):
+            # it lost the race to another daemon that answers now, or it failed
+            if running(layout):
+                return
+            _refuse_foreign_owner(layout)
+            raise DaemonError(
+                "the svcorch daemon exited at start: " + _last_line(layout.daemon_log)
+            )
+        if time.monotonic() - started > START_TIMEOUT:
+            raise DaemonError(
+                f"the svcorch daemon did not answer within {START_TIMEOUT:g}s;"
+                f" see {layout.daemon_log}"
+            )
+        time.sleep(delay)
+        delay = min(delay * 2, 0.02)
+
+
+def _spawn(layout: StateLayout, file: Path, environ: Mapping[str, str]) -> int:
+    """Start the daemon detached (double fork); its pid."""
     with layout.daemon_log.open("ab") as daemon_log:
         starter = subprocess.Popen(
             [
@@ -47,33 +71,54 @@ def ensure(layout: StateLayout, file: Path, environ: Mapping[str, str]) -> None:
                 str(file.absolute()),
             ],
             stdin=subprocess.DEVNULL,
-            stdout=daemon_log,
+            stdout=subprocess.PIPE,  # the intermediate says the daemon's pid here
             stderr=daemon_log,
             env=dict(environ),
             cwd=str(layout.root),
             start_new_session=True,  # Ctrl-C in this terminal must not reach the daemon
             close_fds=True,
         )
-    code = starter.wait()  # only the intermediate: it forks the daemon and exits
-    if code != 0:
+    said, _ = starter.communicate()
+    code = starter.returncode  # only the intermediate: it forks the daemon and exits
+    text = said.decode("ascii", "replace").strip()
+    if code != 0 or not text.isdigit():
         raise DaemonError(
             f"the svcorch daemon failed to start (exit {code}): " + _last_line(layout.daemon_log)
         )
-    started = time.monotonic()
-    delay = 0.002
-    while not running(layout):
-        waited = time.monotonic() - started
-        if waited > 0.5 and not _lock_held(layout):
-            raise DaemonError(
-                "the svcorch daemon exited at start: " + _last_line(layout.daemon_log)
-            )
-        if waited > START_TIMEOUT:
-            raise DaemonError(
-                f"the svcorch daemon did not answer within {START_TIMEOUT:g}s;"
-                f" see {layout.daemon_log}"
-            )
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
+    return int(text)
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _refuse_foreign_owner(layout: StateLayout) -> None:
+    """A foreground ``svcorch up`` owns the state dir: no daemon can take it over."""
+    lock = StateLock(layout.lock, blocking=False)
+    if lock.try_acquire():
+        lock.release()
+        return
+    holder = lock.holder_pid()
+    if holder is None or not _alive(holder):
+        return  # being taken or released right now; the daemon waits for it
+    import psutil
+
+    try:
+        command = psutil.Process(holder).cmdline()
+    except psutil.Error:
+        return
+    if "svcorch.supervisor" in command:
+        return  # a daemon starting or exiting: ours waits for its lock
+    if "--foreground" in command:
+        who = "a foreground `svcorch up`; Ctrl-C stops it"
+    else:
+        who = " ".join([Path(command[0]).name, *command[1:]])[:80] if command else "?"
+    raise DaemonError(f"another svcorch owns {layout.root}: pid {holder}, {who}")
 
 
 def daemon_pid(layout: StateLayout) -> int | None:
@@ -91,23 +136,18 @@ def daemon_pid(layout: StateLayout) -> int | None:
 
 def wait_exit(layout: StateLayout, pid: int | None, timeout: float = 10.0) -> None:
     """Wait until the daemon process is gone (it exits after a down of everything)."""
-    import psutil
-
     deadline = time.monotonic() + timeout
     delay = 0.002
 
     def alive() -> bool:
-        if pid is None:
-            return _lock_held(layout)
-        try:
-            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            return False
+        return _lock_held(layout) if pid is None else _alive(pid)
 
     while alive():
         if time.monotonic() > deadline:
-            raise DaemonError(f"the svcorch daemon did not exit within {timeout:g}s after down;"
-                              f" see {layout.daemon_log}")
+            raise DaemonError(
+                f"the svcorch daemon did not exit within {timeout:g}s after down;"
+                f" see {layout.daemon_log}"
+            )
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
 

@@ -18,18 +18,21 @@ POLL_FIRST = 0.01
 POLL_MAX = 0.25
 
 
-def tail_lines(path: Path, count: int) -> list[str]:
-    """The last ``count`` lines of ``path`` (and of its newest rotation if it is short)."""
+def tail_lines(path: Path, count: int, end: int | None = None) -> list[str]:
+    """The last ``count`` lines of ``path`` up to byte ``end`` (default: its end), and of its
+    newest rotation if the file is short."""
     if count <= 0:
         return []
     lines: list[str] = []
-    for candidate in (path, rotated_path(path, 1)):
+    for candidate, limit in ((path, end), (rotated_path(path, 1), None)):
         try:
             with candidate.open("rb") as handle:
-                handle.seek(0, os.SEEK_END)
-                size = handle.tell()
-                handle.seek(max(0, size - max(65536, count * 512)))
-                chunk = handle.read().decode("utf-8", "replace").splitlines()
+                size = handle.seek(0, os.SEEK_END)
+                if limit is not None:
+                    size = min(size, limit)
+                start = max(0, size - max(65536, count * 512))
+                handle.seek(start)
+                chunk = handle.read(size - start).decode("utf-8", "replace").splitlines()
         except OSError:
             continue
         lines = chunk + lines
@@ -71,16 +74,28 @@ class Follower:
         return complete
 
 
+def open_followers(
+    layout: StateLayout, services: list[str], count: int
+) -> tuple[list[tuple[str, str]], list[Follower]]:
+    """The last ``count`` lines of each log, and followers that go on exactly where those
+    lines ended, so nothing written in between is lost or shown twice."""
+    followers = [Follower(s, layout.service_log(s)) for s in services]
+    lines: list[tuple[str, str]] = []
+    for follower in followers:
+        follower.start_at_end()
+        lines.extend(
+            (follower.service, line)
+            for line in tail_lines(follower.path, count, end=follower.position)
+        )
+    return lines, followers
+
+
 def follow(
-    layout: StateLayout,
-    services: list[str],
+    followers: list[Follower],
     emit: Callable[[str, str], None],
     stop: Callable[[], bool],
 ) -> None:
-    """Emit new lines of every service's log until ``stop()``; polls fast, then slower."""
-    followers = [Follower(s, layout.service_log(s)) for s in services]
-    for follower in followers:
-        follower.start_at_end()
+    """Emit new lines of every follower's log until ``stop()``; polls fast, then slower."""
     delay = POLL_FIRST
     while not stop():
         got = False
