@@ -129,7 +129,8 @@ def check(
     with Signals().installed() as signals:
         if watch:
             rounds = _watch(catalogue, layout, services, every.total_seconds(), as_json, signals)
-            _stopped(f"watch stopped by {signals.name()} after {rounds} rounds", signals)
+            noun = "round" if rounds == 1 else "rounds"
+            _stopped(f"watch stopped by {signals.name()} after {rounds} {noun}", signals)
             return
         if wait:
             rows = check_command.wait(catalogue, layout, services, limit, signals.stop)
