@@ -351,10 +351,39 @@ def test_every_kind_of_service_problem_is_located(folder: Path) -> None:
         " than or equal to 1",
         "services.yaml:18:17: service 'c': depends_on: expected service names, got {'b':"
         " 'completed'} (for a condition use a mapping: `depends_on: {name: completed}`)",
-        "services.yaml:19:13: service 'c': ports.0: Input should be a valid integer, unable to"
-        " parse string as an integer",
+        "services.yaml:19:13: service 'c': ports.0: expected an integer, got 'http'",
         "services.yaml:22:35: service 'd': depends_on.c.condition: Input should be 'ready',"
         " 'started' or 'completed'",
+    ]
+
+
+def test_wrong_types_are_said_in_yaml_words_once_per_value(folder: Path) -> None:
+    assert problems(
+        folder,
+        """
+        version: 1
+        env_file: 3
+        services:
+          a:
+          b: {command: 42, ready: tcp, depends_on: a, profiles: web, shell: maybe}
+          c: {command: x, restart: {max_restarts: many}, stop: {command: {a: 1}}}
+          str: {command: x, env: {str: [1]}}
+        """,
+    ) == [
+        "services.yaml:2:11: env_file must be a path or a list of paths",
+        "services.yaml:4:5: service 'a': expected a mapping, got nothing",
+        # `str | list[str]` fails once per member: one line, not `command.str` and
+        # `command.list[str]`
+        "services.yaml:5:16: service 'b': command: expected a string or a list, got 42",
+        "services.yaml:5:27: service 'b': ready: expected a mapping, got 'tcp'",
+        "services.yaml:5:44: service 'b': depends_on: expected a list of service names or a"
+        " mapping, got 'a'",
+        "services.yaml:5:57: service 'b': profiles: expected a list, got 'web'",
+        "services.yaml:5:69: service 'b': shell: expected true or false, got 'maybe'",
+        "services.yaml:6:43: service 'c': restart.max_restarts: expected an integer, got 'many'",
+        "services.yaml:6:66: service 'c': stop.command: expected a string or a list, got {'a': 1}",
+        # a service or variable called like a type keeps its name
+        "services.yaml:7:32: service 'str': env.str: expected a string, got [1]",
     ]
 
 

@@ -71,6 +71,9 @@ def test_depends_on_rejects_what_is_not_a_name_or_a_condition() -> None:
         {"command": "x", "depends_on": {"a": "healthy"}}
     )
     assert service(depends_on=[1]).depends_on == {"1": Dependency()}
+    assert error_of({"command": "x", "depends_on": "db"}) == (
+        "expected a list of service names or a mapping, got 'db'"
+    )
 
 
 # -- restart, stop, signals ---------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import types
 import typing
 from collections.abc import Iterable, Iterator, Mapping
@@ -308,9 +309,12 @@ class _Loader:
                 )
 
     def report(self, exc: ValidationError, prefix: Path_, model: type[BaseModel]) -> None:
+        expected: dict[Path_, tuple[list[str], Any]] = {}  # a value's wrong type(s), per place
         for error in exc.errors():
-            loc = (*prefix, *error["loc"])
+            loc = (*prefix, *_without_union_tags(tuple(error["loc"])))
             kind = error["type"]
+            if loc[:1] == ("env_file",):
+                continue  # load_env checked its shape, with a clearer message
             if kind == "extra_forbidden":
                 key = str(loc[-1])
                 hint = _did_you_mean(key, _fields_at(model, tuple(error["loc"][:-1])))
@@ -319,9 +323,17 @@ class _Loader:
                 if loc == ("services",):
                     continue  # validate_model already said so, with a hint
                 self.problem(f"{_context(loc[:-1])}missing required key {str(loc[-1])!r}", loc[:-1])
+            elif kind in _EXPECTED:
+                # `str | list[str]` fails once per member: gather them into one line
+                wanted, _ = expected.setdefault(loc, ([], error.get("input")))
+                wanted.append(_EXPECTED[kind])
             else:
                 message = error["msg"].removeprefix("Value error, ")
                 self.problem(f"{_context(loc)}{message}", loc)
+        for loc, (wanted, value) in expected.items():
+            got = "nothing" if value is None else _shorten(repr(value))
+            kinds = " or ".join(dict.fromkeys(wanted))
+            self.problem(f"{_context(loc)}expected {kinds}, got {got}", loc)
 
     def check_dependencies(self, data: dict[str, Any]) -> None:
         """Unknown and self dependencies and cycles, from the raw data so they show up with
@@ -387,6 +399,45 @@ class _InvalidProbe(ProbeOptions):
 
 
 _INVALID_PROBE = _InvalidProbe()
+
+
+# pydantic's type errors, said in the words of a YAML file
+_EXPECTED = {
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "list_type": "a list",
+    "string_type": "a string",
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+}
+# the member names pydantic adds to the location of a union's errors: `command.list[str]`
+_UNION_TAG = re.compile(r"^(str|int|float|bool|none|[a-z-]+\[.*\])$")
+
+
+def _without_union_tags(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
+    """``loc`` without union member names, keeping names users gave (services, env keys)."""
+    return tuple(
+        part
+        for index, part in enumerate(loc)
+        if not (isinstance(part, str) and _UNION_TAG.match(part) and not _users_key(loc, index))
+    )
+
+
+def _users_key(loc: tuple[str | int, ...], index: int) -> bool:
+    """A mapping key the user chose: a service name, an env variable, a dependency."""
+    if index == 1:
+        return loc[0] in ("services", "env")
+    return index == 3 and loc[0] == "services" and loc[2] in ("env", "depends_on")
+
+
+def _shorten(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _context(path: Iterable[str | int]) -> str:

@@ -209,6 +209,8 @@ class Service(_Frozen):
     def _list_form(cls, value: Any) -> Any:
         if value is None:
             return {}
+        if isinstance(value, str):
+            raise ValueError(f"expected a list of service names or a mapping, got {value!r}")
         if isinstance(value, list):
             # a list holds names only; `[a, {b: completed}]` would otherwise become a service
             # called "{'b': 'completed'}" that no check knows about
