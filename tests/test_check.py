@@ -20,8 +20,9 @@ from svcorch.commands import check
 from svcorch.commands.check import CheckRow, Watch, health_changes, last_start_offset
 from svcorch.errors import UnknownService, UsageError
 from svcorch.graph import ServiceGraph
-from svcorch.model import Catalogue, WebhookNotifier
+from svcorch.model import Catalogue, Service, WebhookNotifier
 from svcorch.notify import Delivery, HealthChange, Notifications
+from svcorch.probes.base import ProbeResult
 from svcorch.state import StateLayout
 from tests.support import free_port, silent_tcp_server
 
@@ -112,6 +113,29 @@ def test_once_runs_every_probe_in_parallel_and_keeps_catalogue_order(tmp_path: P
     assert rows[2].detail == "Connection refused"
     assert 0.5 <= took < 0.9, took  # one attempt timeout (+10%), not two
     assert all(0.5 <= r.latency_ms / 1000 < 0.6 for r in rows[:2]), rows
+
+
+def test_a_probe_that_raises_fails_its_service_only(tmp_path: Path) -> None:
+    catalogue, graph = load(
+        tmp_path,
+        """
+        version: 1
+        services:
+          good: {external: true, ready: {type: tcp, port: 1}}
+          buggy: {external: true, ready: {type: mysql, password: hunter2}}
+        """,
+    )
+
+    def attempt(service: Service) -> ProbeResult:
+        if service.name == "buggy":
+            raise RuntimeError("cannot parse hunter2")
+        return ProbeResult.passed("fine", elapsed=0.001)
+
+    rows = check._parallel(check.select(catalogue, graph, [], []), attempt)
+    assert [(r.service, r.ok, r.detail) for r in rows] == [
+        ("good", True, "fine"),
+        ("buggy", False, "probe raised RuntimeError: cannot parse ***"),
+    ]
 
 
 def test_latency_is_the_servers_answer_not_the_client_import(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from svcorch.graph import ServiceGraph
 from svcorch.model import Catalogue, Service
 from svcorch.notify import HealthChange, Notifications
 from svcorch.probes import registry
-from svcorch.probes.base import Probe, ProbeContext, ProbeOptions, ProbeResult
+from svcorch.probes.base import Probe, ProbeContext, ProbeOptions, ProbeResult, redact
 from svcorch.state import StateLayout
 
 START_HEADER = b"--- svcorch: "
@@ -164,7 +164,11 @@ def _parallel(services: list[Service], attempt: Callable[[Service], ProbeResult]
 
     def timed(service: Service) -> CheckRow:
         started = time.monotonic()
-        result = attempt(service)
+        try:
+            result = attempt(service)
+        except Exception as exc:  # a (plugin) probe's bug fails its service, not the check
+            text = f"probe raised {type(exc).__name__}: {exc}"
+            result = ProbeResult.failed(redact(text, _options(service).secrets()), retryable=False)
         if not result.elapsed:
             result = replace(result, elapsed=time.monotonic() - started)
         return _row(service, result)
