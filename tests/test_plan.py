@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from svcorch import plan
-from svcorch.errors import UnknownService
+from svcorch.errors import UnknownService, UsageError
 from svcorch.graph import ServiceGraph
 from svcorch.model import Catalogue, Kind
 
@@ -130,7 +130,9 @@ def test_profiles_follow_compose(stack: tuple[Catalogue, ServiceGraph]) -> None:
         "migrate",
         "db",
     }
-    assert plan.profile_selection(model, ["nothing-has-this"]) == ["db", "cache", "migrate", "web"]
+    # a profile no service has is a typo, not an empty selection
+    with pytest.raises(UsageError, match="unknown profile 'debgu' \\(did you mean 'debug'\\?\\)"):
+        plan.profile_selection(model, ["debgu"])
 
 
 def test_unknown_names(stack: tuple[Catalogue, ServiceGraph]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from svcorch.errors import UsageError
 from svcorch.graph import ServiceGraph
 from svcorch.model import Catalogue, Kind
 
@@ -49,6 +50,17 @@ class Plan:
 def profile_selection(catalogue: Catalogue, profiles: Sequence[str]) -> list[str]:
     """Services active under ``profiles``: those with no profiles, plus those matching one."""
     chosen = set(profiles)
+    known = {p for service in catalogue.services.values() for p in service.profiles}
+    unknown = sorted(chosen - known)
+    if unknown:
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        listed = ", ".join(sorted(known)) or "none"
+        raise UsageError(
+            f"unknown profile {unknown[0]!r}{hint}; profiles in the catalogue: {listed}"
+        )
     return [
         name
         for name, service in catalogue.services.items()
