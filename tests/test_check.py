@@ -282,6 +282,72 @@ def test_watch_rounds_start_an_interval_apart_and_stop_ends_the_wait(tmp_path: P
     assert recorder.sent == []
 
 
+# -- a log probe needs a live run --------------------------------------------------------------
+
+WORKER = """
+version: 1
+services:
+  worker:
+    command: celery worker
+    ready: {type: log, pattern: 'worker@\\S+ ready\\.'}
+"""
+
+
+def record_run(layout: StateLayout, process: subprocess.Popen[bytes] | None) -> None:
+    import psutil
+
+    from svcorch.state import ServiceRecord, StateFile, ensure_state_dir
+
+    ensure_state_dir(layout.root)
+    record = ServiceRecord(name="worker", state="ready")
+    if process is not None:
+        record.pid = record.pgid = process.pid
+        record.create_time = psutil.Process(process.pid).create_time()
+    StateFile(layout.state_file).save({"worker": record})
+
+
+def test_a_log_probe_passes_only_while_the_run_that_wrote_the_line_is_alive(
+    tmp_path: Path,
+) -> None:
+    catalogue, graph = load(tmp_path, WORKER)
+    services = check.select(catalogue, graph, [], [])
+    layout = StateLayout(tmp_path / ".svcorch")
+    layout.logs_dir.mkdir(parents=True)
+    layout.service_log("worker").write_bytes(
+        header("worker", 1) + b"worker@old ready.\n" + header("worker", 2) + b"booting\n"
+    )
+
+    def result() -> tuple[bool, str]:
+        [found] = check.once(catalogue, layout, services)
+        return found.ok, found.detail
+
+    # no state at all (never started here): the old line proves nothing
+    assert result() == (False, "not running (no live process in the state file)")
+    process = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        record_run(layout, process)
+        # alive, but run #2 has not said "ready." yet: run #1's line does not count
+        assert result()[0] is False
+        with layout.service_log("worker").open("ab") as log:
+            log.write(b"worker@new ready.\n")
+        assert result() == (True, "matched: worker@new ready.")
+    finally:
+        process.kill()
+        process.wait()
+    # stopped: the line is still in the log, the worker is not running
+    assert result() == (False, "not running (no live process in the state file)")
+
+
+def test_an_unreadable_state_file_is_a_failed_row_not_a_crash(tmp_path: Path) -> None:
+    catalogue, graph = load(tmp_path, WORKER)
+    layout = StateLayout(tmp_path / ".svcorch")
+    layout.root.mkdir()
+    layout.state_file.write_text("{not json")
+    [found] = check.once(catalogue, layout, check.select(catalogue, graph, [], []))
+    assert not found.ok
+    assert found.detail.startswith(f"state file {layout.state_file} is corrupt")
+
+
 # -- where the current run's log begins --------------------------------------------------------
 
 

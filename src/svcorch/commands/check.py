@@ -16,15 +16,19 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import BinaryIO
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
 
 from svcorch.errors import UsageError
 from svcorch.graph import ServiceGraph
-from svcorch.model import Catalogue, Service
+from svcorch.model import Catalogue, Kind, Service
 from svcorch.notify import HealthChange, Notifications
 from svcorch.probes import registry
 from svcorch.probes.base import Probe, ProbeContext, ProbeOptions, ProbeResult, redact
-from svcorch.state import StateLayout
+from svcorch.state import StateError, StateFile, StateLayout
+
+if TYPE_CHECKING:
+    from svcorch.process import ProcessRecord
 
 START_HEADER = b"--- svcorch: "
 _TAIL_CHUNK = 64 * 1024
@@ -86,7 +90,7 @@ def select(
     ]
 
 
-def last_start_offset(path: os.PathLike[str] | str, service: str) -> int:
+def last_start_offset(path: Path, service: str) -> int:
     """Where the service's current run begins in its log: its last svcorch start header.
 
     Read from the end in chunks: a log may be 50 MB and ``--watch`` asks every round.
@@ -117,6 +121,17 @@ def _rfind_line(handle: BinaryIO, end: int, header: bytes) -> int:
 
 
 def _probe_for(catalogue: Catalogue, layout: StateLayout, service: Service) -> Probe:
+    if _options(service).type == "log" and service.kind is not Kind.EXTERNAL:
+        return LogOfCurrentRun(catalogue, layout, service)
+    return _create(catalogue, layout, service, last_start_offset)
+
+
+def _create(
+    catalogue: Catalogue,
+    layout: StateLayout,
+    service: Service,
+    offset: Callable[[Path, str], int],
+) -> Probe:
     options = _options(service)
     probe_type = registry.get(options.type)
     assert probe_type is not None  # the catalogue validated the type
@@ -126,9 +141,52 @@ def _probe_for(catalogue: Catalogue, layout: StateLayout, service: Service) -> P
         base_dir=catalogue.base_dir,
         env={**catalogue.dotenv, **catalogue.env, **service.env},
         log_path=log_path,
-        log_offset=last_start_offset(log_path, service.name),
+        log_offset=offset(log_path, service.name),
     )
     return probe_type.create(options, context)
+
+
+class LogOfCurrentRun:
+    """A log probe for ``check``: the ready line must come from a run that is alive now.
+
+    The log outlives the process: after ``svcorch down`` the last run's "ready." is still
+    there, and a plain log probe would call a stopped worker healthy. So each attempt first
+    finds the service's process in the state file (pid and create time, so a reused pid does
+    not count), and a new run gets a new probe that reads from that run's start header.
+    """
+
+    def __init__(self, catalogue: Catalogue, layout: StateLayout, service: Service) -> None:
+        self.catalogue = catalogue
+        self.layout = layout
+        self.service = service
+        self.run: ProcessRecord | None = None
+        self.probe: Probe | None = None
+
+    def check(self, deadline: float) -> ProbeResult:
+        try:
+            run = current_run(self.layout, self.service.name)
+        except StateError as exc:
+            return ProbeResult.failed(str(exc), retryable=True)
+        if run is None:
+            self.probe = None
+            return ProbeResult.failed(
+                "not running (no live process in the state file)", retryable=True
+            )
+        if self.probe is None or run != self.run:
+            self.run = run
+            self.probe = _create(self.catalogue, self.layout, self.service, last_start_offset)
+        return self.probe.check(deadline)
+
+
+def current_run(layout: StateLayout, service: str) -> ProcessRecord | None:
+    """The service's recorded process if it is still that process and alive, else None."""
+    from svcorch import process
+
+    record = StateFile(layout.state_file).load().get(service)
+    recorded = record.process() if record is not None else None
+    if recorded is None or not process.is_same_process(recorded):
+        return None
+    return recorded
 
 
 def _options(service: Service) -> ProbeOptions:
