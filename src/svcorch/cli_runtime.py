@@ -38,19 +38,33 @@ def _duration(text: str | None, flag: str) -> float | None:
         raise UsageError(f"{flag}: {exc}") from None
 
 
-def _event_printer(names: list[str]) -> Any:
+def _event_printer(names: list[str]) -> Progress:
     """Progress: one line per transition (a live table would hide history in CI logs)."""
-    from svcorch import render
+    progress = Progress()
+    progress.accepted({"services": names})
+    return progress
 
-    out = console()
-    width = max((len(n) for n in names), default=8)
-    quiet = options().verbosity < 0
 
-    def show(event: dict[str, Any]) -> None:
-        if not quiet:
-            out.print(render.event_line(event, width))
+class Progress:
+    """Prints the daemon's events, one line each, the names padded to the widest selected."""
 
-    return show
+    def __init__(self) -> None:
+        self.width = 8
+        self.quiet = options().verbosity < 0
+        self._out: Any = None
+
+    def accepted(self, accepted: dict[str, Any]) -> None:
+        services = [str(name) for name in accepted.get("services") or []]
+        self.width = max((len(name) for name in services), default=8)
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if self.quiet:
+            return
+        from svcorch import render
+
+        if self._out is None:
+            self._out = console()
+        self._out.print(render.event_line(event, self.width))
 
 
 def _finish(result: dict[str, Any], json_output: bool) -> None:
@@ -62,6 +76,47 @@ def _finish(result: dict[str, Any], json_output: bool) -> None:
         console().print(render.outcome_text(result), end="")
     if not result.get("ok"):
         raise typer.Exit(1)
+
+
+def _act(op: str, fields: dict[str, Any], json_output: bool) -> None:
+    """Send up/down/restart to the daemon (started if none runs) and show its progress.
+
+    The CLI does not load the catalogue for this: the daemon loads it (once per change),
+    checks the names and reports problems with their exit code, so an up costs one Python
+    start, not two catalogue loads.
+    """
+    from svcorch.commands import daemon
+
+    layout = _layout()
+    environ = _environ()
+    progress = None if want_json(json_output) else Progress()
+    message = {
+        "op": op,
+        "file": str(options().file.absolute()),
+        "environ": environ,
+        "profiles": options().profiles,
+        **fields,
+    }
+    for attempt in (1, 2):
+        daemon.ensure(layout, options().file, environ)
+        try:
+            result = daemon.request(
+                layout,
+                message,
+                progress,
+                on_accepted=None if progress is None else progress.accepted,
+            )
+            break
+        except daemon.DaemonGone:
+            # the daemon we found was just exiting (its last service went away): start anew
+            if attempt == 2:
+                raise
+    exiting = result.pop("daemon_exiting", None)
+    if isinstance(exiting, int):
+        # nothing is left to supervise: return once the daemon is gone, so a command right
+        # after this one starts a fresh daemon rather than meeting the exiting one
+        daemon.wait_exit(layout, exiting)
+    _finish(result, json_output)
 
 
 @app.command()
@@ -77,6 +132,9 @@ def up(
     json_output: JsonFlag = False,
 ) -> None:
     """Start SERVICE… and what they need, bottom-up, each gated on its readiness probe."""
+    if not dry_run and not foreground:
+        _act("up", {"services": list(names or []), "rollback": rollback}, json_output)
+        return
     from svcorch import plan, render
 
     catalogue, graph = load()
@@ -88,27 +146,7 @@ def up(
         else:
             console().print(render.plan_text(start_plan), end="")
         return
-    if foreground:
-        raise typer.Exit(_foreground(catalogue, selected))
-    from svcorch.commands import daemon
-
-    layout = _layout()
-    environ = _environ()
-    daemon.ensure(layout, options().file, environ)
-    printer = None if want_json(json_output) else _event_printer(sorted(selected))
-    result = daemon.request(
-        layout,
-        {
-            "op": "up",
-            "file": str(options().file.absolute()),
-            "environ": environ,
-            "services": list(names or []),
-            "profiles": options().profiles,
-            "rollback": rollback,
-        },
-        printer,
-    )
-    _finish(result, json_output)
+    raise typer.Exit(_foreground(catalogue, selected))
 
 
 def _foreground(catalogue: Any, selected: set[str]) -> int:
@@ -143,46 +181,30 @@ def down(
     json_output: JsonFlag = False,
 ) -> None:
     """Stop SERVICE… and everything that depends on them (default: all), top-down."""
-    from svcorch import plan, render
+    from svcorch import plan
+    from svcorch.commands import daemon
 
-    catalogue, graph = load()
-    selected = plan.select_down(catalogue, graph, names or [], options().profiles)
-    if dry_run:
-        stop_plan = plan.down_plan(catalogue, graph, selected)
-        if want_json(json_output):
-            write(render.json_text(stop_plan.to_json()))
-        else:
-            console().print(render.plan_text(stop_plan), end="")
-        return
     stop_timeout = _duration(timeout, "--timeout")
-    from svcorch.commands import daemon, status
-
     layout = _layout()
-    if not daemon.running(layout) and not any(
-        row["pid"] for row in status.offline(catalogue, layout, [])
-    ):
-        _finish({"action": "down", "ok": True, "done": [], "already": []}, json_output)
-        return
-    environ = _environ()
-    daemon.ensure(layout, options().file, environ)  # adopts what a killed daemon left
-    pid = daemon.daemon_pid(layout)
-    printer = None if want_json(json_output) else _event_printer(sorted(selected))
-    result = daemon.request(
-        layout,
-        {
-            "op": "down",
-            "file": str(options().file.absolute()),
-            "environ": environ,
-            "services": list(names or []),
-            "profiles": options().profiles,
-            "timeout": stop_timeout,
-        },
-        printer,
-    )
-    if not names:
-        # a down of everything ends the daemon: return only once it is gone too
-        daemon.wait_exit(layout, pid)
-    _finish(result, json_output)
+    if dry_run or not daemon.running(layout):
+        catalogue, graph = load()
+        selected = plan.select_down(catalogue, graph, names or [], options().profiles)
+        if dry_run:
+            from svcorch import render
+
+            stop_plan = plan.down_plan(catalogue, graph, selected)
+            if want_json(json_output):
+                write(render.json_text(stop_plan.to_json()))
+            else:
+                console().print(render.plan_text(stop_plan), end="")
+            return
+        from svcorch.commands import status
+
+        if not any(row["pid"] for row in status.offline(catalogue, layout, [])):
+            _finish({"action": "down", "ok": True, "done": [], "already": []}, json_output)
+            return
+        # services a killed daemon left: a new daemon adopts them, then stops them
+    _act("down", {"services": list(names or []), "timeout": stop_timeout}, json_output)
 
 
 @app.command()
@@ -194,26 +216,8 @@ def restart(
     json_output: JsonFlag = False,
 ) -> None:
     """Stop SERVICE… and their dependents top-down, start them again bottom-up, gated."""
-    from svcorch.commands import daemon
-
-    _, graph = load()
-    graph.check_known(names)
-    layout = _layout()
-    environ = _environ()
-    daemon.ensure(layout, options().file, environ)
-    printer = None if want_json(json_output) else _event_printer(sorted(graph.select_down(names)))
-    result = daemon.request(
-        layout,
-        {
-            "op": "restart",
-            "file": str(options().file.absolute()),
-            "environ": environ,
-            "services": names,
-            "timeout": _duration(timeout, "--timeout"),
-        },
-        printer,
-    )
-    _finish(result, json_output)
+    fields = {"services": names, "timeout": _duration(timeout, "--timeout")}
+    _act("restart", fields, json_output)
 
 
 @app.command()
@@ -222,9 +226,7 @@ def status(names: Names = None, json_output: JsonFlag = False) -> None:
     from svcorch import render
     from svcorch.commands import status as status_command
 
-    catalogue, graph = load()
-    graph.check_known(names or [])
-    rows = status_command.run(catalogue, _layout(), list(names or []))
+    rows = status_command.run(_layout(), list(names or []), load)
     if want_json(json_output):
         write(render.json_text(rows))
     else:

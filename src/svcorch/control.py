@@ -3,6 +3,7 @@
 A client sends one request object and reads lines until a ``result`` (or ``error``) line:
 
     -> {"op": "up", "file": "...", "environ": {...}, "services": ["web"], "profiles": []}
+    <- {"accepted": {"op": "up", "services": ["redis", "web"]}}
     <- {"event": {"service": "redis", "old": "waiting", "new": "starting", ...}}
     <- {"result": {"action": "up", "ok": true, ...}}
 
@@ -88,14 +89,20 @@ class Connection:
                 raise DaemonError("message from the control socket is too long")
 
     def request(
-        self, message: dict[str, Any], on_event: Callable[[dict[str, Any]], None] | None = None
+        self,
+        message: dict[str, Any],
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+        on_accepted: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
-        """Send one request; feed events to ``on_event``; return the result object."""
+        """Send one request; feed ``accepted`` and events to the callbacks; return the result."""
         self.send(message)
         for reply in self.messages():
             if "event" in reply:
                 if on_event is not None:
                     on_event(reply["event"])
+            elif "accepted" in reply:
+                if on_accepted is not None:
+                    on_accepted(reply["accepted"])
             elif "result" in reply:
                 result: dict[str, Any] = reply["result"]
                 return result

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import signal
@@ -25,12 +26,13 @@ from typing import Any
 from svcorch import catalogue as catalogue_module
 from svcorch import control, plan
 from svcorch.engine import Engine, Event
-from svcorch.errors import DaemonError, SvcorchError
+from svcorch.errors import CatalogueError, DaemonError, SvcorchError
 from svcorch.model import Catalogue
 from svcorch.state import StateFile, StateLayout, StateLock, ensure_state_dir
 
 log = logging.getLogger("svcorch.daemon")
 
+ACTIONS = ("up", "down", "restart")
 LOCK_WAIT = 10.0  # seconds an exiting daemon may take to let go of the state dir
 
 
@@ -41,25 +43,34 @@ def load_catalogue(file: Path, environ: Mapping[str, str], state_dir: Path) -> C
 
 
 class Daemon:
+    """Serves the control socket; owns the engine; lives while it supervises something.
+
+    It exits when, after an up, down or restart, nothing is left running or starting and no
+    other client is connected: after a down of everything, but also after an up that failed
+    entirely or was refused (a typo in a name must not leave a daemon behind). A ping or a
+    status never ends it.
+    """
+
     def __init__(self, layout: StateLayout, file: Path) -> None:
         self.layout = layout
         self.file = file
         self.engine: Engine | None = None
         self.finished = asyncio.Event()
-        self.exit_when_idle = False  # a down of everything was asked for
+        self.acted = False  # an up, down or restart was asked for
         self.shutting_down = False  # a signal: everything is being stopped, then we exit
         self.busy = 0
+        self._loaded: tuple[object, ...] | None = None  # what the catalogue was loaded from
+        self._env_files: list[Path] = []
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(sig, self._on_signal, sig)
-        catalogue = load_catalogue(self.file, os.environ, self.layout.root)
-        self.engine = Engine(catalogue, self.layout)
-        adopted = self.engine.adopt(StateFile(self.layout.state_file).load())
-        if adopted:
-            log.info("adopted %s", ", ".join(adopted))
-        self.engine.start_housekeeping()
+        try:
+            self._reload({"file": str(self.file), "environ": dict(os.environ)})
+        except CatalogueError as exc:
+            # serve anyway: the request that started us gets every problem, then we exit
+            log.error("the catalogue does not load:\n%s", exc)
         with contextlib.suppress(FileNotFoundError):
             self.layout.socket.unlink()  # a stale socket of a killed daemon; we hold the lock
         old_umask = os.umask(0o177)
@@ -76,7 +87,8 @@ class Daemon:
             server.close()
         with contextlib.suppress(FileNotFoundError):
             self.layout.socket.unlink()
-        await self.engine.close()
+        if self.engine is not None:
+            await self.engine.close()
         log.info("exiting")
         return 0
 
@@ -88,17 +100,20 @@ class Daemon:
             task.add_done_callback(lambda _: self.finished.set())
 
     async def _down_everything(self) -> None:
-        assert self.engine is not None
+        if self.engine is None:
+            return
         await self.engine.down(self.engine.graph.names)
         self.engine.persist_now()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.busy += 1
+        acting = False
         try:
             line = await reader.readline()
             if not line:
                 return
             request = control.decode(line)
+            acting = request.get("op") in ACTIONS
             await self._dispatch(request, writer)
         except SvcorchError as exc:
             await self._send(writer, {"error": str(exc), "exit_code": exc.exit_code})
@@ -120,7 +135,9 @@ class Daemon:
             with contextlib.suppress(Exception):
                 writer.close()
                 await writer.wait_closed()
-            self._exit_if_idle()
+            # only an action can leave nothing to supervise; a ping or status never ends us
+            if acting and self._idle():
+                self.finished.set()
 
     async def _send(self, writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
         with contextlib.suppress(ConnectionError):
@@ -128,14 +145,29 @@ class Daemon:
             await writer.drain()
 
     def _reload(self, request: dict[str, Any]) -> Engine:
-        assert self.engine is not None
+        """The engine over the request's catalogue, loaded again only when it changed."""
         environ = request.get("environ")
         if not isinstance(environ, dict):
             environ = dict(os.environ)
         file = Path(str(request.get("file") or self.file))
+        if self.engine is not None and self._source(file, environ) == self._loaded:
+            return self.engine
         # a CatalogueError goes back to the client with every problem and exit code 2
         catalogue = load_catalogue(file, environ, self.layout.root)
-        self.engine.load(catalogue, environ)
+        env_files = catalogue.env_file
+        self._env_files = [
+            catalogue.base_dir / name
+            for name in ([env_files] if isinstance(env_files, str) else env_files or [])
+        ]
+        self._loaded = self._source(file, environ)
+        if self.engine is None:
+            self.engine = Engine(catalogue, self.layout, environ=environ)
+            adopted = self.engine.adopt(StateFile(self.layout.state_file).load())
+            if adopted:
+                log.info("adopted %s", ", ".join(adopted))
+            self.engine.start_housekeeping()
+        else:
+            self.engine.load(catalogue, environ)
         return self.engine
 
     async def _dispatch(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> None:
@@ -147,33 +179,36 @@ class Daemon:
             return
         if op not in control.OPS:
             raise DaemonError(f"unknown request {op!r}")
-        if self.shutting_down and op in ("up", "restart"):
-            raise DaemonError("the daemon is stopping everything (it got a signal); retry")
-        engine = self._reload(request) if op != "status" else self.engine
-        assert engine is not None
         if op == "status":
+            engine = self.engine if self.engine is not None else self._reload(request)
+            engine.graph.check_known(names)
             rows = [row.to_dict() for row in engine.status(names or None)]
             await self._send(writer, {"result": {"ok": True, "services": rows}})
             return
+        self.acted = True
+        if self.shutting_down and op in ("up", "restart"):
+            raise DaemonError("the daemon is stopping everything (it got a signal); retry")
+        engine = self._reload(request)
+        timeout = request.get("timeout")
+        stop_timeout = float(timeout) if isinstance(timeout, int | float) else None
+        if op == "up":
+            selected = plan.select_up(engine.catalogue, engine.graph, names, profiles)
+        elif op == "down":
+            selected = plan.select_down(engine.catalogue, engine.graph, names, profiles)
+        else:
+            selected = engine.graph.select_down(names)
+        order = engine.graph.subgraph(selected).start_order()
+        await self._send(writer, {"accepted": {"op": op, "services": order}})
 
         queue: asyncio.Queue[Event] = asyncio.Queue()
         unsubscribe = engine.subscribe(queue.put_nowait)
         forwarder = asyncio.get_running_loop().create_task(self._forward(queue, writer))
         try:
-            timeout = request.get("timeout")
-            stop_timeout = float(timeout) if isinstance(timeout, int | float) else None
-            if op in ("up", "restart"):
-                self.exit_when_idle = False  # wanted running again after all
             if op == "up":
-                selected = plan.select_up(engine.catalogue, engine.graph, names, profiles)
                 outcome = await engine.up(selected, rollback=bool(request.get("rollback")))
             elif op == "down":
-                selected = plan.select_down(engine.catalogue, engine.graph, names, profiles)
                 outcome = await engine.down(selected, timeout=stop_timeout)
-                if not names:
-                    self.exit_when_idle = True
             else:
-                engine.graph.check_known(names)
                 outcome = await engine.restart(names, timeout=stop_timeout)
         finally:
             unsubscribe()
@@ -181,7 +216,10 @@ class Daemon:
             forwarder.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await forwarder
-        await self._send(writer, {"result": outcome.to_dict()})
+        result = outcome.to_dict()
+        # this client is the last one and nothing is left to supervise: we exit after it
+        result["daemon_exiting"] = os.getpid() if self._idle(clients=1) else None
+        await self._send(writer, {"result": result})
 
     async def _forward(self, queue: asyncio.Queue[Event], writer: asyncio.StreamWriter) -> None:
         while True:
@@ -191,15 +229,26 @@ class Daemon:
             finally:
                 queue.task_done()
 
-    def _exit_if_idle(self) -> None:
-        # a down of everything ends the daemon once nothing is left running
-        if (
-            self.exit_when_idle
-            and self.busy == 0
-            and self.engine is not None
-            and not self.engine.anything_running()
-        ):
-            self.finished.set()
+    def _source(self, file: Path, environ: dict[str, Any]) -> tuple[object, ...]:
+        """What a load depends on: the file, its env files (as they were), the environment."""
+        stamps = tuple(_stamp(path) for path in [file, *self._env_files])
+        return (stamps, tuple(sorted(environ.items())))
+
+    def _idle(self, clients: int = 0) -> bool:
+        """Nothing to supervise and nobody (but ``clients``) connected, after an action."""
+        if not self.acted or self.busy != clients:
+            return False
+        return self.engine is None or not self.engine.anything_running()
+
+
+def _stamp(path: Path) -> tuple[str, str]:
+    """The file's content digest: cheap next to YAML + validation, and exact (mtimes are
+    coarse enough to miss an edit made right after the previous load)."""
+    try:
+        digest = hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
+    except OSError:
+        digest = ""
+    return (str(path), digest)
 
 
 def _detach(layout: StateLayout) -> None:

@@ -333,9 +333,19 @@ def test_down_of_one_service_stops_what_depends_on_it_only(stack: Stack) -> None
     assert stack.daemon_pid() is not None  # something still runs: the daemon stays
 
 
-def test_a_bad_catalogue_or_unknown_service_is_one_line(stack: Stack) -> None:
+def test_a_bad_catalogue_or_unknown_service_is_reported_and_leaves_no_daemon(
+    stack: Stack,
+) -> None:
     stack.write({"db": tcp_service(free_port())})
     result = stack.run("up", "dbb")
     assert result.returncode == 2
-    assert "unknown service 'dbb' (did you mean 'db'?)" in result.stderr
-    assert stack.daemon_pid() is None
+    assert result.stderr == "svcorch: unknown service 'dbb' (did you mean 'db'?)\n"
+    wait_until(lambda: stack.daemon_pid() is None, timeout=5, message="no daemon")
+
+    stack.write({"db": {"command": "true", "depends_on": ["nope"], "ready": {"type": "tcpp"}}})
+    result = stack.run("up")
+    assert result.returncode == 2
+    problems = result.stderr.splitlines()
+    assert len(problems) == 2, problems
+    assert all(line.startswith(f"svcorch: {stack.file}:") for line in problems)
+    wait_until(lambda: stack.daemon_pid() is None, timeout=5, message="no daemon")

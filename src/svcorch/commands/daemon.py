@@ -172,12 +172,39 @@ def request(
     layout: StateLayout,
     message: dict[str, Any],
     on_event: Callable[[dict[str, Any]], None] | None = None,
+    *,
+    on_accepted: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     connection = control.connect(layout.socket)
     if connection is None:
-        raise DaemonError(f"no svcorch daemon is running for {layout.root}")
+        raise DaemonGone(f"no svcorch daemon is running for {layout.root}")
+    heard: list[object] = []
+
+    def event(payload: dict[str, Any]) -> None:
+        heard.append(payload)
+        if on_event is not None:
+            on_event(payload)
+
+    def accepted(payload: dict[str, Any]) -> None:
+        heard.append(payload)
+        if on_accepted is not None:
+            on_accepted(payload)
+
     with connection:
-        return connection.request(message, on_event)
+        try:
+            return connection.request(message, event, accepted)
+        except (DaemonError, ConnectionError) as exc:
+            if heard or isinstance(exc, control.RemoteError):
+                raise
+            # it exited between our ping and this request, before reading it
+            raise DaemonGone(str(exc)) from exc
+
+
+class DaemonGone(DaemonError):
+    """No daemon took the request: none runs, or it exited just before reading it.
+
+    Nothing was done, so the caller may start a daemon and ask again.
+    """
 
 
 def client_environment(state_dir: Path) -> dict[str, str]:

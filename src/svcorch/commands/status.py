@@ -3,39 +3,56 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from svcorch.commands import daemon
-from svcorch.engine import State, status_of
-from svcorch.model import Catalogue, Kind
 from svcorch.state import ServiceRecord, StateFile, StateLayout
 
+if TYPE_CHECKING:
+    from svcorch.graph import ServiceGraph
+    from svcorch.model import Catalogue
 
-def run(catalogue: Catalogue, layout: StateLayout, names: list[str]) -> list[dict[str, Any]]:
+
+def run(
+    layout: StateLayout,
+    names: list[str],
+    load: Callable[[], tuple[Catalogue, ServiceGraph]],
+) -> list[dict[str, Any]]:
+    """Rows from the daemon (which checks the names), else from the state file; ``load``
+    gives the catalogue only when the daemon is not there to ask."""
     if daemon.running(layout):
-        result = daemon.request(layout, {"op": "status", "services": names})
-        rows: list[dict[str, Any]] = result.get("services", [])
-        return rows
+        try:
+            result = daemon.request(layout, {"op": "status", "services": names})
+        except daemon.DaemonGone:
+            pass  # it exited just now; the state file has its last word
+        else:
+            rows: list[dict[str, Any]] = result.get("services", [])
+            return rows
+    catalogue, graph = load()
+    graph.check_known(names)
     return offline(catalogue, layout, names)
 
 
 def offline(catalogue: Catalogue, layout: StateLayout, names: list[str]) -> list[dict[str, Any]]:
     """Status from state.json alone: every recorded process checked by pid + create_time."""
     from svcorch import process
+    from svcorch.engine import HAS_PROCESS, State, status_of
+    from svcorch.graph import ServiceGraph
+    from svcorch.model import Kind
 
     records = StateFile(layout.state_file).load() if layout.state_file.exists() else {}
     now = time.time()
     rows = []
-    for name, service in catalogue.services.items():
+    running = {state.value for state in HAS_PROCESS}
+    for name in ServiceGraph.from_catalogue(catalogue).start_order():
+        service = catalogue.services[name]
         if names and name not in names:
             continue
         record = records.get(name) or ServiceRecord(name=name, state=State.STOPPED.value)
         recorded = record.process()
         alive = recorded is not None and process.is_same_process(recorded)
-        if not alive and record.state in {
-            s.value
-            for s in (State.STARTING, State.READY, State.UNREADY, State.RUNNING, State.STOPPING)
-        }:
+        if not alive and record.state in running:
             # it was running when the daemon was last heard of, and is not now
             record.state = State.EXITED.value
             record.detail = "exited while no svcorch daemon was watching"
