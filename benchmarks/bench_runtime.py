@@ -34,7 +34,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,12 +100,15 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def write_catalogue(dag: Dag, path: Path) -> None:
+def write_catalogue(dag: Dag, path: Path, probe_period: str | None = None) -> None:
+    """Default probe settings, or every readiness probe with ``period`` (the longest pause
+    between attempts) set to ``probe_period``."""
+    tuning = {} if probe_period is None else {"period": probe_period}
     services = {
         name: {
             "command": dag.argv(name),
             "depends_on": list(dag.dependencies[name]),
-            "ready": {"type": "tcp", "port": dag.ports[name]},
+            "ready": {"type": "tcp", "port": dag.ports[name], **tuning},
         }
         for name in dag.names
     }
@@ -169,8 +172,8 @@ class Reference:
                 popen.wait()
 
 
-def run_threads(target: object, names: list[str]) -> None:
-    threads = [threading.Thread(target=target, args=(name,)) for name in names]  # type: ignore[arg-type]
+def run_threads(target: Callable[[str], None], names: list[str]) -> None:
+    threads = [threading.Thread(target=target, args=(name,)) for name in names]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -204,7 +207,9 @@ class Svcorch:
     def command(self, *args: str) -> tuple[float, str]:
         argv = [SVCORCH, "-f", str(self.file), "--state-dir", str(self.state_dir), *args]
         started = time.monotonic()
-        result = subprocess.run(argv, capture_output=True, text=True, env=environment(), check=False)
+        result = subprocess.run(
+            argv, capture_output=True, text=True, env=environment(), check=False
+        )
         took = time.monotonic() - started
         if result.returncode != 0:
             raise RuntimeError(f"svcorch {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
@@ -276,8 +281,11 @@ class Figures:
     rss: list[float] = field(default_factory=list)
 
 
-def measure(services: int, levels: int, delay: float, runs: int, warm: bool) -> Figures:
-    figures = Figures(f"N={services}, L={levels}, D={delay * 1000:g} ms")
+def measure(
+    services: int, levels: int, delay: float, runs: int, probe_period: str | None, warm: bool
+) -> Figures:
+    probes = "default probes" if probe_period is None else f"probe period {probe_period}"
+    figures = Figures(f"N={services}, L={levels}, D={delay * 1000:g} ms, {probes}")
     for _ in range(runs):
         dag = generate(services, levels, delay)
         reference = Reference(dag)
@@ -286,14 +294,15 @@ def measure(services: int, levels: int, delay: float, runs: int, warm: bool) -> 
             figures.reference_down.append(reference.down())
         finally:
             reference.kill()
-        with stack(dag) as svcorch:
+        with stack(dag, probe_period) as svcorch:
             figures.cold_up.append(svcorch.command("up")[0])
             svcorch.check_start_order()
             daemon = svcorch.daemon()
-            if daemon is not None:
-                children = len(daemon.children())
-                figures.rss.append(daemon.memory_info().rss / MIB)
-                assert children == len(dag.names), children
+            if daemon is None:
+                raise RuntimeError("no daemon after up")
+            if len(daemon.children()) != len(dag.names):
+                raise RuntimeError(f"the daemon has {len(daemon.children())} children")
+            figures.rss.append(daemon.memory_info().rss / MIB)
             took, output = svcorch.command("down")
             svcorch.check_stop_order(output)
             figures.down.append(took)
@@ -305,10 +314,10 @@ def measure(services: int, levels: int, delay: float, runs: int, warm: bool) -> 
 
 
 @contextlib.contextmanager
-def stack(dag: Dag) -> Iterator[Svcorch]:
+def stack(dag: Dag, probe_period: str | None) -> Iterator[Svcorch]:
     root = Path(tempfile.mkdtemp(prefix="svb-", dir="/tmp"))
     svcorch = Svcorch(dag, root)
-    write_catalogue(dag, svcorch.file)
+    write_catalogue(dag, svcorch.file, probe_period)
     try:
         yield svcorch
     finally:
@@ -321,53 +330,65 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def table(all_figures: list[Figures]) -> str:
-    rows = [
-        "| stack | reference up | svcorch up (cold) | ratio | svcorch up (warm) | ratio "
-        "| reference down | svcorch down | difference | daemon RSS |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for f in all_figures:
-        ref_up, ref_down = median(f.reference_up), median(f.reference_down)
-        cold, warm, down = median(f.cold_up), median(f.warm_up), median(f.down)
-        warm_cells = (
-            f"{warm:.3f} s | {warm / ref_up:.2f}×" if f.warm_up else "– | –"
-        )
-        rows.append(
-            f"| {f.label} | {ref_up:.3f} s | {cold:.3f} s | {cold / ref_up:.2f}× | "
-            f"{warm_cells} | {ref_down * 1000:.0f} ms | {down * 1000:.0f} ms | "
-            f"{(down - ref_down) * 1000:+.0f} ms | {max(f.rss, default=float('nan')):.1f} MiB |"
-        )
-    return "\n".join(rows)
+HEADER = (
+    "| stack | reference up | svcorch up, cold | ratio | svcorch up, warm | ratio "
+    "| reference down | svcorch down | difference | daemon RSS |\n"
+    "|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def row(f: Figures) -> str:
+    ref_up, ref_down = median(f.reference_up), median(f.reference_down)
+    cold, warm, down = median(f.cold_up), median(f.warm_up), median(f.down)
+    warm_cells = f"{warm:.2f} s | {warm / ref_up:.2f}x" if f.warm_up else "- | -"
+    return (
+        f"| {f.label} | {ref_up:.2f} s | {cold:.2f} s | {cold / ref_up:.2f}x | {warm_cells} "
+        f"| {ref_down * 1000:.0f} ms | {down * 1000:.0f} ms | {(down - ref_down) * 1000:+.0f} ms "
+        f"| {max(f.rss, default=float('nan')):.1f} MiB |"
+    )
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--services", type=int, nargs="*", default=[20, 200])
     parser.add_argument("--levels", type=int, default=4)
     parser.add_argument("--delay-ms", type=float, default=200)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--probe-period",
+        nargs="*",
+        default=["default", "5ms"],
+        help="readiness probe periods to compare ('default' = svcorch's own)",
+    )
     parser.add_argument("--no-warm", action="store_true", help="skip the warm-daemon up")
     parser.add_argument("--write", type=Path, help="put the table into this markdown file")
     args = parser.parse_args()
-    results = []
+    rows = []
+    print(HEADER, flush=True)
     for services in args.services:
-        figures = measure(services, args.levels, args.delay_ms / 1000, args.runs, not args.no_warm)
-        results.append(figures)
-        print(table([figures]).splitlines()[-1], flush=True)
-    text = table(results)
-    print()
-    print(text)
+        for period in args.probe_period:
+            figures = measure(
+                services,
+                args.levels,
+                args.delay_ms / 1000,
+                args.runs,
+                None if period == "default" else period,
+                not args.no_warm,
+            )
+            rows.append(row(figures))
+            print(rows[-1], flush=True)
     if args.write:
-        replace_table(args.write, text, " ".join(sys.argv[1:]))
+        replace_table(args.write, HEADER + "\n" + "\n".join(rows), " ".join(sys.argv[1:]))
     return 0
 
 
 def replace_table(path: Path, text: str, arguments: str) -> None:
+    """Put the table between the bench_runtime markers of ``path`` (appended if absent)."""
     start, end = "<!-- bench_runtime:start -->", "<!-- bench_runtime:end -->"
+    command = f"python benchmarks/bench_runtime.py {arguments}".rstrip()
     block = (
-        f"{start}\n`.venv/bin/python benchmarks/bench_runtime.py {arguments}`".rstrip()
-        + f" ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, medians):\n\n{text}\n{end}"
+        f"{start}\n`{command}` ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, medians; "
+        f"start and stop order checked on every run):\n\n{text}\n{end}"
     )
     content = path.read_text() if path.exists() else ""
     if start in content and end in content:

@@ -179,6 +179,7 @@ def test_a_dependent_starts_only_after_its_dependency_is_ready(tmp_path: Path) -
             assert outcome.ok
             assert set(outcome.done) == {"db", "web"}
             assert h.index("db", State.READY) < h.index("web", State.STARTING)
+            await h.engine.flush()
             records = StateFile(h.layout.state_file).load()
             assert records["db"].ready_at is not None
             assert records["web"].started_at is not None

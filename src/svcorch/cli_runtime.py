@@ -181,12 +181,13 @@ def down(
     json_output: JsonFlag = False,
 ) -> None:
     """Stop SERVICE… and everything that depends on them (default: all), top-down."""
-    from svcorch import plan
     from svcorch.commands import daemon
 
     stop_timeout = _duration(timeout, "--timeout")
     layout = _layout()
     if dry_run or not daemon.running(layout):
+        from svcorch import plan
+
         catalogue, graph = load()
         selected = plan.select_down(catalogue, graph, names or [], options().profiles)
         if dry_run:

@@ -20,6 +20,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -37,6 +38,10 @@ from svcorch.state import ServiceRecord, StateFile, StateLayout, rotate_if_neede
 
 log = logging.getLogger("svcorch.engine")
 
+# Each probe attempt blocks a worker thread (client libraries are blocking). asyncio's default
+# pool has cpu+4 threads: six silent servers (attempts waiting out their timeouts) would stall
+# every other probe. Threads are made only when needed, so a big pool costs nothing idle.
+PROBE_THREADS = 64
 LOG_TAIL_LINES = 20
 ROTATE_EVERY = 2.0  # seconds between log size checks; housekeeping, not readiness
 KILL_GRACE = 5.0  # how long SIGKILLed survivors get to vanish
@@ -219,8 +224,11 @@ class Engine:
         self.runtimes: dict[str, Runtime] = {}
         self.changed = asyncio.Condition()
         self.state_file = StateFile(layout.state_file)
-        self._persist_scheduled = False
-        self._stop_timeout_override: float | None = None
+        # one writer thread: a state write never waits behind probe attempts, and writes
+        # happen in the order their snapshots were taken
+        self._state_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="svcorch-state")
+        self._dirty = False
+        self._writing: asyncio.Task[None] | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self.environ = dict(os.environ if environ is None else environ)
@@ -289,20 +297,36 @@ class Engine:
     # -- persistence -------------------------------------------------------------------------
 
     def _schedule_persist(self) -> None:
-        # many transitions in one loop turn become one atomic write
-        if not self._persist_scheduled:
-            self._persist_scheduled = True
-            asyncio.get_running_loop().call_soon(self._persist)
+        """Write state.json soon, off the loop (an fsync takes milliseconds, and the loop
+        spawns and probes meanwhile). The transitions of one loop turn, and all those made
+        while a write is under way, become one atomic write."""
+        self._dirty = True
+        if self._writing is None or self._writing.done():
+            self._writing = asyncio.get_running_loop().create_task(self._write_state())
 
-    def _persist(self) -> None:
-        self._persist_scheduled = False
+    async def _write_state(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._dirty:
+            self._dirty = False
+            records = self.records()  # the snapshot is taken on the loop, consistent
+            try:
+                await loop.run_in_executor(self._state_writer, self.state_file.save, records)
+            except Exception:
+                log.exception("could not write %s", self.layout.state_file)
+
+    async def flush(self) -> None:
+        """Return once state.json holds every transition made so far."""
+        while self._writing is not None and not self._writing.done():
+            # shielded: a caller that is cancelled must not abort a write half-way
+            await asyncio.shield(self._writing)
+
+    def persist_now(self) -> None:
+        """Write state.json at once, on this thread (for a process about to exit)."""
+        self._dirty = False
         try:
             self.state_file.save(self.records())
         except Exception:
             log.exception("could not write %s", self.layout.state_file)
-
-    def persist_now(self) -> None:
-        self._persist()
 
     def records(self) -> dict[str, ServiceRecord]:
         records = {}
@@ -1090,8 +1114,13 @@ class Engine:
     # -- housekeeping ------------------------------------------------------------------------
 
     def start_housekeeping(self) -> None:
+        """Log rotation, and a worker pool big enough for many probes at once."""
         if self._housekeeping is None:
-            self._housekeeping = asyncio.get_running_loop().create_task(self._rotate_logs())
+            loop = asyncio.get_running_loop()
+            loop.set_default_executor(
+                ThreadPoolExecutor(max_workers=PROBE_THREADS, thread_name_prefix="svcorch-probe")
+            )
+            self._housekeeping = loop.create_task(self._rotate_logs())
 
     async def _rotate_logs(self) -> None:
         logs = self.catalogue.logs
@@ -1119,7 +1148,9 @@ class Engine:
                 runtime.task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await runtime.task
-        self._persist()
+        await self.flush()
+        self.persist_now()
+        self._state_writer.shutdown(wait=True)
 
 
 def status_of(service: Service, record: ServiceRecord, now: float, *, alive: bool) -> ServiceStatus:
