@@ -669,3 +669,51 @@ def test_an_up_joining_one_in_progress_reports_what_became_ready(tmp_path: Path)
             assert h.count("db", State.STARTING) == 1
 
     run(scenario)
+
+
+def test_probes_that_hang_do_not_hold_up_the_others(tmp_path: Path) -> None:
+    # an attempt against a silent server holds a worker thread until its deadline; "web"
+    # sorts after them, so its attempts queue behind theirs unless the pool is big enough
+    silent = [f"silent{i}" for i in range(8)]
+    harness = Harness(tmp_path, {**{name: service() for name in silent}, "web": service()})
+
+    class Hanging(FakeProbes):
+        def __call__(self, options: ProbeOptions, context: ProbeContext) -> FakeProbe:
+            probe = super().__call__(options, context)
+            if context.service.startswith("silent"):
+                probe.check = hang  # type: ignore[method-assign]
+            return probe
+
+    def hang(deadline: float) -> ProbeResult:
+        time.sleep(1)
+        return ProbeResult.failed("no answer", retryable=True)
+
+    harness.probes = Hanging()
+
+    async def scenario() -> None:
+        async with harness as h:
+            h.probes.ready["web"] = True
+            up = h.up()
+            await until(lambda: h.state("web") is State.READY, "web ready", timeout=0.7)
+            up.cancel()
+
+    run(scenario)
+
+
+def test_a_stop_command_runs_before_the_signal(tmp_path: Path) -> None:
+    marker = tmp_path / "asked-to-stop"
+    command = f"echo stopping politely; touch {marker}"
+    harness = Harness(tmp_path, {"broker": service(stop={"command": command, "timeout": "5s"})})
+
+    async def scenario() -> None:
+        async with harness as h:
+            h.probes.ready["broker"] = True
+            assert (await h.up()).ok
+            pid = h.pid("broker")
+            outcome = await h.engine.down(["broker"])
+            assert outcome.done == ("broker",)
+            assert marker.exists() and not alive(pid)
+            log = h.layout.service_log("broker").read_text().splitlines()
+            assert log[-2:] == ["--- svcorch: stop command for broker ---", "stopping politely"]
+
+    run(scenario)

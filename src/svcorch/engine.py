@@ -229,6 +229,7 @@ class Engine:
         self._state_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="svcorch-state")
         self._dirty = False
         self._writing: asyncio.Task[None] | None = None
+        self._pool_loop: asyncio.AbstractEventLoop | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self.environ = dict(os.environ if environ is None else environ)
@@ -352,6 +353,7 @@ class Engine:
 
     def adopt(self, records: Mapping[str, ServiceRecord]) -> list[str]:
         """Take over services a previous daemon started that are still alive."""
+        self._probe_pool()
         adopted = []
         for name, saved in records.items():
             runtime = self.runtimes.get(name)
@@ -402,6 +404,7 @@ class Engine:
         """Bring ``names`` (already closed over their dependencies) up; return when all are
         ready, or as soon as one has failed for good (after the retries its policy allows)."""
         started = time.monotonic()
+        self._probe_pool()
         selected = self.graph.subgraph(names).start_order()
         already: list[str] = []
         launched: list[str] = []
@@ -445,6 +448,16 @@ class Engine:
         if rollback and not outcome.ok:
             await self.down(launched)
         return outcome
+
+    def _probe_pool(self) -> None:
+        """Probe attempts run on the loop's default executor (``asyncio.to_thread``): make it
+        big enough for many services probing at once, once per loop."""
+        loop = asyncio.get_running_loop()
+        if self._pool_loop is not loop:
+            self._pool_loop = loop
+            loop.set_default_executor(
+                ThreadPoolExecutor(max_workers=PROBE_THREADS, thread_name_prefix="svcorch-probe")
+            )
 
     def _busy(self, runtime: Runtime) -> bool:
         """Something is bringing it up already: an up in progress, or its own restart."""
@@ -1114,13 +1127,9 @@ class Engine:
     # -- housekeeping ------------------------------------------------------------------------
 
     def start_housekeeping(self) -> None:
-        """Log rotation, and a worker pool big enough for many probes at once."""
+        """Rotate the logs of running services by size."""
         if self._housekeeping is None:
-            loop = asyncio.get_running_loop()
-            loop.set_default_executor(
-                ThreadPoolExecutor(max_workers=PROBE_THREADS, thread_name_prefix="svcorch-probe")
-            )
-            self._housekeeping = loop.create_task(self._rotate_logs())
+            self._housekeeping = asyncio.get_running_loop().create_task(self._rotate_logs())
 
     async def _rotate_logs(self) -> None:
         logs = self.catalogue.logs

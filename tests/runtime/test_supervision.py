@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import signal
 
+import psutil
+
 from tests.runtime.conftest import Stack, events, position, tcp_service
 from tests.support import free_port, port_open, wait_until
 from tests.support.procs import gone, python_service
@@ -30,6 +32,15 @@ def test_a_crashing_service_restarts_with_backoff_then_is_fatal(stack: Stack) ->
     daemon_log = stack.daemon_log()
     assert "crashy: ready -> backoff (restarting in 0.05s: exited with code 3)" in daemon_log
     assert "crashy: ready -> backoff (restarting in 0.1s: exited with code 3)" in daemon_log
+
+    # every exited child was reaped: the daemon has no zombies
+    daemon = stack.daemon_pid()
+    assert daemon is not None
+    assert not [
+        child.pid
+        for child in psutil.Process(daemon).children()
+        if child.status() == psutil.STATUS_ZOMBIE
+    ]
 
     # fatal stays down until the next explicit up, which starts it afresh
     out = stack.ok("up")
