@@ -26,6 +26,7 @@ from tests.support.procs import python_service, service_env
 SVCORCH = str(Path(sys.executable).with_name("svcorch"))
 COMMAND_TIMEOUT = 60.0
 STATES = "|".join(state.value for state in State)
+OUTCOME = re.compile(r"^\d+ (ready|stopped|restarted) in \d")  # "3 ready in 0.61s"
 EVENT = re.compile(rf"^(?P<service>\S+)\s+(?P<state>{STATES})(?: +(?P<detail>.*))?$")
 
 
@@ -124,6 +125,8 @@ def events(output: str) -> list[tuple[str, str, str]]:
     """(service, state, detail) of each progress line svcorch printed."""
     found = []
     for line in output.splitlines():
+        if OUTCOME.match(line):
+            continue
         match = EVENT.match(line)
         if match:
             found.append((match["service"], match["state"], (match["detail"] or "").strip()))
