@@ -1158,7 +1158,8 @@ class Engine:
                 with contextlib.suppress(asyncio.CancelledError):
                     await runtime.task
         await self.flush()
-        self.persist_now()
+        if self._dirty or self._writing is None:
+            self.persist_now()  # never written yet (nothing happened), or a last change
         self._state_writer.shutdown(wait=True)
 
 

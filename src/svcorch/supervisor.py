@@ -220,11 +220,12 @@ class Daemon:
             with contextlib.suppress(asyncio.CancelledError):
                 await forwarder
         await engine.flush()  # what the client reads in state.json next is this outcome's
-        release_memory()
         result = outcome.to_dict()
         # this client is the last one and nothing is left to supervise: we exit after it
         result["daemon_exiting"] = os.getpid() if self._idle(clients=1) else None
         await self._send(writer, {"result": result})
+        if result["daemon_exiting"] is None:
+            release_memory()  # after the answer: a full collection takes a while
 
     async def _forward(self, queue: asyncio.Queue[Event], writer: asyncio.StreamWriter) -> None:
         while True:
