@@ -98,27 +98,28 @@ def _alive(pid: int) -> bool:
 
 
 def _refuse_foreign_owner(layout: StateLayout) -> None:
-    """A foreground ``svcorch up`` owns the state dir: no daemon can take it over."""
-    lock = StateLock(layout.lock, blocking=False)
-    if lock.try_acquire():
-        lock.release()
+    """A foreground ``svcorch up`` owns the state dir: no daemon can take it over.
+
+    Judged from the pid the lock's holder wrote, without taking the lock to test it: a test
+    by taking it would, for a moment, make this command look like the owner to another one
+    starting at the same time. A live foreground up whose pid is in the file holds the lock
+    (it writes its pid only once it has the lock, and keeps the lock until it exits).
+    """
+    holder = StateLock(layout.lock, blocking=False).holder_pid()
+    if holder is None or holder == os.getpid() or not _alive(holder):
         return
-    holder = lock.holder_pid()
-    if holder is None or not _alive(holder):
-        return  # being taken or released right now; the daemon waits for it
     import psutil
 
     try:
         command = psutil.Process(holder).cmdline()
     except psutil.Error:
         return
-    if "svcorch.supervisor" in command:
-        return  # a daemon starting or exiting: ours waits for its lock
-    if "--foreground" in command:
-        who = "a foreground `svcorch up`; Ctrl-C stops it"
-    else:
-        who = " ".join([Path(command[0]).name, *command[1:]])[:80] if command else "?"
-    raise DaemonError(f"another svcorch owns {layout.root}: pid {holder}, {who}")
+    if "--foreground" not in command or not any("svcorch" in part for part in command):
+        return  # a daemon (ours waits for its lock) or a stale pid of something else
+    raise DaemonError(
+        f"another svcorch owns {layout.root}: pid {holder}, a foreground `svcorch up`;"
+        " Ctrl-C stops it"
+    )
 
 
 def daemon_pid(layout: StateLayout) -> int | None:
