@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from svcorch.model import ExecNotifier, Notifier, WebhookNotifier
-from svcorch.probes.base import is_secret_key, redact, redact_url
+from svcorch.redaction import is_secret_key, redact, redact_url
 
 if TYPE_CHECKING:
     from urllib.request import OpenerDirector

@@ -24,7 +24,8 @@ from svcorch.graph import ServiceGraph
 from svcorch.model import Catalogue, Kind, Service
 from svcorch.notify import HealthChange, Notifications
 from svcorch.probes import registry
-from svcorch.probes.base import Probe, ProbeContext, ProbeOptions, ProbeResult, redact
+from svcorch.probes.base import Probe, ProbeContext, ProbeOptions, ProbeResult
+from svcorch.redaction import redact
 from svcorch.state import StateError, StateFile, StateLayout
 
 if TYPE_CHECKING:

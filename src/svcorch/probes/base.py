@@ -13,19 +13,17 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import ClassVar, Protocol
-from urllib.parse import SplitResult, quote, unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit
 
 from pydantic import BaseModel, ConfigDict
 
 from svcorch.durations import Duration
 
-SECRET_WORDS = ("password", "passwd", "token", "secret", "api_key", "apikey", "credentials")
-
-
-def is_secret_key(key: str) -> bool:
-    """Keys named like a secret are never shown."""
-    lowered = key.lower().replace("-", "_")  # X-Api-Key is a header spelling of api_key
-    return any(word in lowered for word in SECRET_WORDS)
+# re-exported: probe modules and plugins find them beside the rest of the probe interface
+from svcorch.redaction import SECRET_WORDS as SECRET_WORDS  # noqa: PLC0414
+from svcorch.redaction import is_secret_key as is_secret_key  # noqa: PLC0414
+from svcorch.redaction import redact as redact  # noqa: PLC0414
+from svcorch.redaction import redact_url as redact_url  # noqa: PLC0414
 
 
 def split_server_url(url: str, kind: str, schemes: tuple[str, str]) -> SplitResult:
@@ -49,38 +47,6 @@ def split_server_url(url: str, kind: str, schemes: tuple[str, str]) -> SplitResu
     if parts.query or parts.fragment:
         raise ValueError(f"{kind} url: give options as probe keys, not in the query: {shown!r}")
     return parts
-
-
-def redact_url(url: str) -> str:
-    """``amqp://user:pw@host/`` -> ``amqp://user:***@host/``; other text unchanged."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every secret replaced by ``***``, in its plain and URL-quoted spellings.
-
-    Servers and client libraries echo what they were given (a DSN, a header); a detail that
-    reaches the terminal, the state file or a notifier must not carry a password.
-    """
-    spellings: set[str] = set()
-    for secret in secrets:
-        if secret:
-            spellings.update((secret, unquote(secret), quote(secret, safe="")))
-    # longest first, so a secret that contains another is replaced whole
-    for spelling in sorted(spellings, key=len, reverse=True):
-        if spelling:
-            text = text.replace(spelling, "***")
-    return text
 
 
 def error_text(exc: BaseException) -> str:
