@@ -21,11 +21,14 @@ from typing import Any
 from svcorch.probes.base import Probe, ProbeOptions, ProbeResult, redact
 
 
-def backoff_delays(period: float, first: float = 0.01, factor: float = 1.5) -> Iterator[float]:
+def backoff_delays(period: float, first: float = 0.01, factor: float = 1.2) -> Iterator[float]:
     """Delays between attempts: ``first``, growing by ``factor``, never above ``period``.
 
     Fast at first, because most services are ready within a second and every 100 ms of
     polling slack adds up along a dependency chain; slow later, to spare a struggling server.
+    A gentle growth (1.2x) keeps the lag after a service becomes ready to about a sixth of
+    the time it took, until the cap; 1.5x measured a third, which added up over four levels
+    of the runtime benchmark.
     """
     delay = min(first, period)
     while True:
