@@ -717,3 +717,23 @@ def test_a_stop_command_runs_before_the_signal(tmp_path: Path) -> None:
             assert log[-2:] == ["--- svcorch: stop command for broker ---", "stopping politely"]
 
     run(scenario)
+
+
+def test_a_down_during_an_up_ends_that_up(tmp_path: Path) -> None:
+    harness = Harness(tmp_path, {"db": service(), "web": service(depends_on=["db"])})
+
+    async def scenario() -> None:
+        async with harness as h:
+            up = h.up()
+            await until(lambda: h.state("db") is State.STARTING, "db starting")
+            stopped = await h.engine.down(["db", "web"])
+            assert stopped.done == ("db",) and stopped.already == ("web",)
+            outcome = await asyncio.wait_for(up, 5)
+            assert not outcome.ok
+            assert {f.service: f.reason for f in outcome.failed} == {
+                "db": "stopped while starting (a down or restart)",
+                "web": "stopped while starting (a down or restart)",
+            }
+            assert h.state("db") is State.STOPPED and h.state("web") is State.STOPPED
+
+    run(scenario)

@@ -417,11 +417,23 @@ class Engine:
                 launched.append(name)
             # else: another up (or a restart) is bringing it up already; wait for it too
 
+        def interrupted(name: str) -> bool:
+            # a down (or a restart) stopped it while this up waited, and nobody brings it up
+            runtime = self.runtimes[name]
+            return (
+                runtime.state is State.STOPPED
+                and runtime.paused_by is None
+                and not self._busy(runtime)
+            )
+
         def settled() -> bool:
             states = [self.runtimes[n].state for n in selected]
             if any(s in (State.FAILED, State.FATAL) for s in states):
                 return True
-            return all(s in SETTLED_OK or s in SETTLED_BAD for s in states)
+            return all(
+                self.runtimes[n].state in SETTLED_OK | SETTLED_BAD or interrupted(n)
+                for n in selected
+            )
 
         await self._wait_for(settled)
         failed = [
@@ -429,18 +441,24 @@ class Engine:
             for n in selected
             if self.runtimes[n].state in (State.FAILED, State.FATAL, State.EXITED)
         ]
+        stopped = [n for n in selected if interrupted(n)]
         blocked = [n for n in selected if self.runtimes[n].state is State.BLOCKED]
-        pending = [n for n in selected if self.runtimes[n].state not in SETTLED_OK | SETTLED_BAD]
+        pending = [
+            n
+            for n in selected
+            if self.runtimes[n].state not in SETTLED_OK | SETTLED_BAD and n not in stopped
+        ]
         ready_before = set(already)
         done = [
             n for n in selected if n not in ready_before and self.runtimes[n].state in SETTLED_OK
         ]
         outcome = Outcome(
             action="up",
-            ok=not failed and not blocked and not pending,
+            ok=not failed and not stopped and not blocked and not pending,
             done=tuple(done),
             already=tuple(already),
-            failed=tuple(self._failure(self.runtimes[n]) for n in failed),
+            failed=tuple(self._failure(self.runtimes[n]) for n in failed)
+            + tuple(Failure(n, "stopped while starting (a down or restart)") for n in stopped),
             blocked=tuple(blocked),
             pending=tuple(pending),
             elapsed=time.monotonic() - started,
