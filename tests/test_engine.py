@@ -737,3 +737,29 @@ def test_a_down_during_an_up_ends_that_up(tmp_path: Path) -> None:
             assert h.state("db") is State.STOPPED and h.state("web") is State.STOPPED
 
     run(scenario)
+
+
+def test_a_service_removed_from_the_catalogue_is_stopped_when_it_is_reloaded(
+    tmp_path: Path,
+) -> None:
+    harness = Harness(tmp_path, {"db": service(), "old": service(depends_on=["db"])})
+    smaller = tmp_path / "smaller"
+    smaller.mkdir()
+    reduced = Harness(smaller, {"db": service()}).catalogue
+
+    async def scenario() -> None:
+        async with harness as h:
+            h.probes.ready.update(db=True, old=True)
+            assert (await h.up()).ok
+            old, db = h.pid("old"), h.pid("db")
+            h.engine.load(reduced)
+            assert h.engine.anything_running()
+            await until(lambda: not alive(old), "the removed service stopped")
+            assert [row.service for row in h.engine.status()] == ["db"]
+            assert alive(db)
+            stopping = next(e for e in h.events if e.service == "old" and e.new is State.STOPPING)
+            assert stopping.detail == "removed from the catalogue"
+            await h.engine.down(["db"])
+            assert not h.engine.anything_running()
+
+    run(scenario)

@@ -232,6 +232,7 @@ class Engine:
         self._pool_loop: asyncio.AbstractEventLoop | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self._retiring: set[asyncio.Task[None]] = set()  # stopping services no longer listed
         self.environ = dict(os.environ if environ is None else environ)
         self.catalogue = catalogue
         self.graph = ServiceGraph.from_catalogue(catalogue)
@@ -251,6 +252,23 @@ class Engine:
                 self.runtimes[name] = Runtime(name=name, service=service)
             else:
                 runtime.service = service
+        for name in [n for n in self.runtimes if n not in catalogue.services]:
+            # nothing could stop it any more (down works from the catalogue): stop it now
+            runtime = self.runtimes.pop(name)
+            if runtime.alive or self._busy(runtime):
+                log.warning("%s is no longer in the catalogue: stopping it", name)
+                task = asyncio.get_running_loop().create_task(self._retire(runtime))
+                self._retiring.add(task)
+                task.add_done_callback(self._retiring.discard)
+
+    async def _retire(self, runtime: Runtime) -> None:
+        task = runtime.task
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if runtime.record is not None and (runtime.alive or self._group_left(runtime)):
+            await self._stop_process(runtime, reason="removed from the catalogue")
 
     # -- events ------------------------------------------------------------------------------
 
@@ -376,7 +394,7 @@ class Engine:
                     self._supervise_adopted(runtime, was_ready)
                 )
                 adopted.append(name)
-            elif saved.state in {s.value for s in HAS_PROCESS}:
+            elif saved.state in {s.value for s in HAS_PROCESS | {State.BACKOFF}}:
                 runtime.record = recorded  # group members may remain; down still stops them
                 runtime.exited_at = saved.exited_at or time.time()
                 self._set(runtime, State.EXITED, "exited while no svcorch daemon was watching")
@@ -1136,7 +1154,7 @@ class Engine:
         ]
 
     def anything_running(self) -> bool:
-        return any(
+        return bool(self._retiring) or any(
             r.alive or r.state in IN_PROGRESS
             for r in self.runtimes.values()
             if r.service.kind is not Kind.EXTERNAL
@@ -1175,6 +1193,7 @@ class Engine:
                 runtime.task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await runtime.task
+        await asyncio.gather(*self._retiring, return_exceptions=True)
         await self.flush()
         if self._dirty or self._writing is None:
             self.persist_now()  # never written yet (nothing happened), or a last change

@@ -44,7 +44,8 @@ def offline(catalogue: Catalogue, layout: StateLayout, names: list[str]) -> list
     records = StateFile(layout.state_file).load() if layout.state_file.exists() else {}
     now = time.time()
     rows = []
-    running = {state.value for state in HAS_PROCESS}
+    # states only a daemon moves on from; without one, the service is not running
+    running = {state.value for state in HAS_PROCESS | {State.BACKOFF}}
     for name in ServiceGraph.from_catalogue(catalogue).start_order():
         service = catalogue.services[name]
         if names and name not in names:
