@@ -763,3 +763,34 @@ def test_a_service_removed_from_the_catalogue_is_stopped_when_it_is_reloaded(
             assert not h.engine.anything_running()
 
     run(scenario)
+
+
+def test_a_probe_that_raises_fails_its_service_and_nothing_else(tmp_path: Path) -> None:
+    harness = Harness(
+        tmp_path, {"buggy": service(), "fine": service(), "app": service(depends_on=["buggy"])}
+    )
+
+    class Buggy(FakeProbes):
+        def __call__(self, options: ProbeOptions, context: ProbeContext) -> FakeProbe:
+            probe = super().__call__(options, context)
+            if context.service == "buggy":
+                probe.check = explode  # type: ignore[method-assign]
+            return probe
+
+    def explode(deadline: float) -> ProbeResult:
+        raise RuntimeError("probe plugin bug")
+
+    harness.probes = Buggy()
+
+    async def scenario() -> None:
+        async with harness as h:
+            h.probes.ready["fine"] = True
+            outcome = await asyncio.wait_for(h.up(), 10)
+            assert [(f.service, f.reason) for f in outcome.failed] == [
+                ("buggy", "internal error: RuntimeError: probe plugin bug")
+            ]
+            assert outcome.blocked == ("app",)
+            assert not alive(h.engine.runtimes["buggy"].record.pid)  # type: ignore[union-attr]
+            await until(lambda: h.state("fine") is State.READY, "fine ready")
+
+    run(scenario)

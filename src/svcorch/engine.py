@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -391,7 +391,7 @@ class Engine:
                 runtime.exited = self._watch_exit(recorded, popen=None)
                 was_ready = saved.state in (State.READY.value, State.UNREADY.value)
                 runtime.task = asyncio.get_running_loop().create_task(
-                    self._supervise_adopted(runtime, was_ready)
+                    self._guarded(runtime, self._supervise_adopted(runtime, was_ready))
                 )
                 adopted.append(name)
             elif saved.state in {s.value for s in HAS_PROCESS | {State.BACKOFF}}:
@@ -510,10 +510,12 @@ class Engine:
         loop = asyncio.get_running_loop()
         if runtime.state is State.STOPPING:
             # a down is stopping it right now: start again once that stop is over
-            runtime.task = loop.create_task(self._bring_up_after_stop(runtime))
+            runtime.task = loop.create_task(
+                self._guarded(runtime, self._bring_up_after_stop(runtime))
+            )
             return
         self._set(runtime, State.WAITING, self._waiting_detail(runtime))
-        runtime.task = loop.create_task(self._bring_up(runtime))
+        runtime.task = loop.create_task(self._guarded(runtime, self._bring_up(runtime)))
 
     async def _bring_up_after_stop(self, runtime: Runtime) -> None:
         await self._wait_for(lambda: runtime.state is not State.STOPPING)
@@ -538,6 +540,20 @@ class Engine:
         except OSError:
             return []
         return text.splitlines()[-lines:]
+
+    async def _guarded(self, runtime: Runtime, work: Coroutine[Any, Any, None]) -> None:
+        """A service's task: an unexpected error (a probe plugin's bug, say) fails that
+        service, with its traceback in the log, and leaves nothing of it running; the other
+        services and an up waiting for it carry on."""
+        try:
+            await work
+        except Exception as exc:
+            log.exception("%s: unexpected error", runtime.name)
+            try:
+                await self._kill_quietly(runtime)
+            except Exception:
+                log.exception("%s: stopping it after the error failed too", runtime.name)
+            self._set(runtime, State.FAILED, f"internal error: {type(exc).__name__}: {exc}")
 
     async def _bring_up(self, runtime: Runtime) -> None:
         try:
