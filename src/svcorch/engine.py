@@ -677,9 +677,8 @@ class Engine:
             return
         await self._restart_later(runtime, reason)
 
-    async def _wait_ready(self, runtime: Runtime, options: ProbeOptions) -> ProbeResult:
-        from svcorch.probes.wait import wait_ready_async
-
+    def _probe(self, runtime: Runtime, options: ProbeOptions) -> Probe:
+        """A probe for this start of the service (a log probe reads from where it began)."""
         context = ProbeContext(
             service=runtime.name,
             base_dir=self.catalogue.base_dir,
@@ -687,7 +686,12 @@ class Engine:
             log_path=self.layout.service_log(runtime.name),
             log_offset=runtime.log_offset,
         )
-        probe = self.probe_factory(options, context)
+        return self.probe_factory(options, context)
+
+    async def _wait_ready(self, runtime: Runtime, options: ProbeOptions) -> ProbeResult:
+        from svcorch.probes.wait import wait_ready_async
+
+        probe = self._probe(runtime, options)
         if runtime.service.kind is Kind.EXTERNAL:
             return await wait_ready_async(probe, options)
         exited = runtime.exited
@@ -751,14 +755,7 @@ class Engine:
         liveness = runtime.service.liveness
         assert liveness is not None
         options = liveness.probe
-        context = ProbeContext(
-            service=runtime.name,
-            base_dir=self.catalogue.base_dir,
-            env=self._environment(runtime.service),
-            log_path=self.layout.service_log(runtime.name),
-            log_offset=runtime.log_offset,
-        )
-        probe = self.probe_factory(options, context)
+        probe = self._probe(runtime, options)
         failures = 0
         period = options.period.total_seconds()
         runtime.liveness_failed = False

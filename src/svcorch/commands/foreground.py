@@ -12,7 +12,7 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from svcorch.commands.logs import POLL_FIRST, POLL_MAX, Follower
+from svcorch.commands.logs import POLL_FIRST, Follower, emit_new, next_delay
 from svcorch.engine import Engine, Event, Outcome
 from svcorch.errors import UsageError
 from svcorch.model import Catalogue
@@ -110,15 +110,8 @@ async def _stream(
     delay = POLL_FIRST
     try:
         while True:
-            got = False
-            for follower in followers:
-                for line in follower.read_new():
-                    emit(follower.service, line)
-                    got = True
-            delay = POLL_FIRST if got else min(delay * 1.5, POLL_MAX)
+            delay = next_delay(delay, emit_new(followers, emit))
             await asyncio.sleep(delay)
     except asyncio.CancelledError:
-        for follower in followers:  # whatever the services wrote while stopping
-            for line in follower.read_new():
-                emit(follower.service, line)
+        emit_new(followers, emit)  # whatever the services wrote while stopping
         raise

@@ -90,20 +90,30 @@ def open_followers(
     return lines, followers
 
 
+def emit_new(followers: list[Follower], emit: Callable[[str, str], None]) -> bool:
+    """Emit what every log gained since the last call; whether there was anything."""
+    got = False
+    for follower in followers:
+        for line in follower.read_new():
+            emit(follower.service, line)
+            got = True
+    return got
+
+
+def next_delay(delay: float, got: bool) -> float:
+    """Poll fast while lines come, slower (up to POLL_MAX) while the logs are quiet."""
+    return POLL_FIRST if got else min(delay * 1.5, POLL_MAX)
+
+
 def follow(
     followers: list[Follower],
     emit: Callable[[str, str], None],
     stop: Callable[[], bool],
 ) -> None:
-    """Emit new lines of every follower's log until ``stop()``; polls fast, then slower."""
+    """Emit new lines of every follower's log until ``stop()``."""
     delay = POLL_FIRST
     while not stop():
-        got = False
-        for follower in followers:
-            for line in follower.read_new():
-                emit(follower.service, line)
-                got = True
-        delay = POLL_FIRST if got else min(delay * 1.5, POLL_MAX)
+        delay = next_delay(delay, emit_new(followers, emit))
         time.sleep(delay)
 
 
