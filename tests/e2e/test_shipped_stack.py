@@ -139,10 +139,21 @@ def stack() -> Iterator[Stack]:
 
 
 def test_shipped_stack_runs_supervises_and_stops_clean(stack: Stack) -> None:
+    # the README's first command, as written (SVCORCH_STATE_DIR and the port variables keep
+    # it off a developer's own stack)
     started = time.monotonic()
-    up = stack.run("up")
+    up = subprocess.run(
+        [str(ROOT / "scripts" / "up")],
+        capture_output=True,
+        text=True,
+        env={**stack.env, "SVCORCH_STATE_DIR": str(stack.state_dir)},
+        timeout=600,
+        check=False,
+    )
     cold = time.monotonic() - started
+    assert up.returncode == 0, up.stdout + up.stderr
     assert "11 ready" in up.stdout, up.stdout
+    assert "Traceback" not in up.stdout + up.stderr
 
     status = stack.status()
     assert {row["state"] for row in status.values()} <= {"ready", "completed"}, status
@@ -166,8 +177,25 @@ def test_shipped_stack_runs_supervises_and_stops_clean(stack: Stack) -> None:
     ).stdout
     assert "<svg" in svg and "worker" in svg
 
-    # an event goes web -> RabbitMQ -> worker -> MySQL and InfluxDB
-    task_id = stack.post_event("cpu")
+    # an event goes web -> RabbitMQ -> worker -> MySQL and InfluxDB, posted as the README does
+    posted = subprocess.run(
+        [
+            "curl",
+            "-s",
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            '{"metric": "cpu", "value": 97.5, "severity": "critical"}',
+            f"http://127.0.0.1:{stack.ports['WEB_PORT']}/events",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    task_id = json.loads(posted.stdout)["task_id"]
     wait_until(
         lambda: stack.count("SELECT COUNT(*) FROM alerts WHERE task_id=%s", task_id),
         timeout=30,
