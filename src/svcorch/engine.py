@@ -191,6 +191,15 @@ class Outcome:
         }
 
 
+@dataclass(frozen=True)
+class StartFailure:
+    """Why a start failed; ``final`` when retrying cannot help (a port held by another
+    process, a program that does not exist, wrong credentials): no backoff, fail now."""
+
+    reason: str
+    final: bool = False
+
+
 class Blocked(Exception):
     """A dependency failed while this service waited for it."""
 
@@ -629,7 +638,7 @@ class Engine:
         if code == 0:
             self._set(runtime, State.COMPLETED, "exited 0")
         else:
-            await self._start_failed(runtime, f"exited with {_describe_exit(code)}")
+            await self._start_failed(runtime, StartFailure(f"exited with {_describe_exit(code)}"))
 
     # -- managed -----------------------------------------------------------------------------
 
@@ -642,7 +651,7 @@ class Engine:
             return
         await self._supervise(runtime)
 
-    async def _gate(self, runtime: Runtime) -> str | None:
+    async def _gate(self, runtime: Runtime) -> StartFailure | None:
         """The readiness gate: probe passed and the child still alive. None, or why not."""
         options = runtime.service.ready
         if options is None:
@@ -657,25 +666,26 @@ class Engine:
         if not runtime.alive:
             return self._exited_before_ready(runtime)
         await self._kill_quietly(runtime)
-        return result.detail
+        # a fatal probe (access denied, unknown vhost) fails now, with the server's words
+        return StartFailure(result.detail, final=not result.retryable)
 
-    def _exited_before_ready(self, runtime: Runtime) -> str:
+    def _exited_before_ready(self, runtime: Runtime) -> StartFailure:
         assert runtime.exited is not None
         code = runtime.exited.result()
         self._record_exit(runtime, code)
         # RabbitMQ's script exits 0 after a failed boot: exiting before ready is a failure
-        return f"exited with {_describe_exit(code)} before ready"
+        return StartFailure(f"exited with {_describe_exit(code)} before ready")
 
-    async def _start_failed(self, runtime: Runtime, reason: str) -> None:
+    async def _start_failed(self, runtime: Runtime, failure: StartFailure) -> None:
         """A start failed: back off and retry where the policy allows, else it failed.
 
         A start that will be retried goes straight to ``backoff``: an up waiting for it, and
         its dependents, must never see a ``failed`` that is not final.
         """
-        if runtime.service.restart.policy is RestartPolicy.NO:
-            self._set(runtime, State.FAILED, reason)
+        if failure.final or runtime.service.restart.policy is RestartPolicy.NO:
+            self._set(runtime, State.FAILED, failure.reason)
             return
-        await self._restart_later(runtime, reason)
+        await self._restart_later(runtime, failure.reason)
 
     def _probe(self, runtime: Runtime, options: ProbeOptions) -> Probe:
         """A probe for this start of the service (a log probe reads from where it began)."""
@@ -867,14 +877,14 @@ class Engine:
             env["PATH"] = bindir + os.pathsep + path
         return env
 
-    async def _spawn(self, runtime: Runtime, state: State) -> str | None:
+    async def _spawn(self, runtime: Runtime, state: State) -> StartFailure | None:
         """Spawn the service's process and enter ``state``; None, or why it could not."""
         service = runtime.service
         if service.ports:
             try:
                 await asyncio.to_thread(process.check_ports_free, runtime.name, service.ports)
             except ProcessError as exc:
-                return str(exc)
+                return StartFailure(str(exc), final=True)
         log_path = self.layout.service_log(runtime.name)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -898,7 +908,7 @@ class Engine:
                 service=runtime.name,
             )
         except ProcessError as exc:
-            return str(exc)
+            return StartFailure(str(exc), final=True)
         runtime.popen = popen
         try:
             runtime.record = process.record_of(popen)

@@ -125,6 +125,37 @@ def test_a_child_that_exits_before_ready_fails_the_up_whatever_its_code(stack: S
     assert not port_open(app_port)
 
 
+def test_wrong_credentials_fail_at_once_with_the_servers_words_despite_a_restart_policy(
+    stack: Stack,
+) -> None:
+    # the machine's MariaDB on 3306; a wrong password is final, retrying cannot help
+    stack.write(
+        {
+            "app": {
+                "command": python_service("tcp_ready", "--port", free_port()),
+                "ready": {
+                    "type": "mysql",
+                    "port": 3306,
+                    "user": "root",
+                    "password": "Wr0ng-pw!",
+                    "timeout": "60s",
+                },
+                "restart": {"policy": "on-failure", "backoff": "1s"},
+            },
+            "web": tcp_service(free_port(), depends_on=["app"]),
+        }
+    )
+    result = stack.run("up")
+    assert result.returncode == 1
+    assert "app failed: mysql probe" in result.stdout
+    assert "fatal after" in result.stdout and "Access denied for user 'root'" in result.stdout
+    assert "Wr0ng-pw!" not in result.stdout + result.stderr
+    assert "backoff" not in result.stdout
+    assert "not started (a dependency failed): web" in result.stdout
+    assert stack.records()["app"]["restarts"] == 0
+    stack.ok("down")
+
+
 def test_rollback_stops_what_the_failed_up_started(stack: Stack) -> None:
     db, extra = free_port(), free_port()
     stack.write(
@@ -191,9 +222,13 @@ def test_up_refuses_a_port_in_use_naming_the_holder(stack: Stack) -> None:
     try:
         assert holder.stdout is not None
         assert holder.stdout.readline().startswith(b"ready on")
-        stack.write({"redis": {**tcp_service(port), "ports": [port]}})
+        # a restart policy does not help against a port held by someone else: fail at once
+        stack.write(
+            {"redis": {**tcp_service(port), "ports": [port], "restart": {"policy": "on-failure"}}}
+        )
         result = stack.run("up")
         assert result.returncode == 1
+        assert "backoff" not in result.stdout
         assert f"redis failed: service 'redis': port {port} is in use by pid {holder.pid}" in (
             result.stdout
         )
