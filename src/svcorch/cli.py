@@ -156,6 +156,22 @@ def want_json(local: bool) -> bool:
     return local or _options.json
 
 
+def _add_profiles(values: list[str] | None) -> list[str] | None:
+    # `svcorch up --profile web` means the same as `svcorch --profile web up`
+    for value in values or []:
+        if value not in _options.profiles:
+            _options.profiles.append(value)
+    return values
+
+
+ProfileFlag = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--profile",
+        help="Also select services with this profile (repeatable).",
+        callback=_add_profiles,
+    ),
+]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 Names = Annotated[
     list[str] | None, typer.Argument(help="Services (default: all selected).", show_default=False)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from svcorch.cli import JsonFlag, Names, app, console, load, options, want_json, write
+from svcorch.cli import JsonFlag, Names, ProfileFlag, app, console, load, options, want_json, write
 from svcorch.errors import UsageError
 
 if TYPE_CHECKING:
@@ -85,6 +85,7 @@ _HANDLED = (signal.SIGINT, signal.SIGTERM)
 @app.command()
 def check(
     names: Names = None,
+    profile: ProfileFlag = None,
     wait: Annotated[
         bool, typer.Option("--wait", help="Retry each probe until it passes (deploy scripts).")
     ] = False,

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from svcorch.cli import JsonFlag, Names, app, console, load, options, want_json, write
+from svcorch.cli import JsonFlag, Names, ProfileFlag, app, console, load, options, want_json, write
 from svcorch.errors import UsageError
 
 if TYPE_CHECKING:
@@ -122,6 +122,7 @@ def _act(op: str, fields: dict[str, Any], json_output: bool) -> None:
 @app.command()
 def up(
     names: Names = None,
+    profile: ProfileFlag = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the start plan only.")] = False,
     foreground: Annotated[
         bool, typer.Option("--foreground", help="Run here, stream output; Ctrl-C stops all.")
@@ -174,6 +175,7 @@ def _foreground(catalogue: Any, selected: set[str]) -> int:
 @app.command()
 def down(
     names: Names = None,
+    profile: ProfileFlag = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the stop plan only.")] = False,
     timeout: Annotated[
         str | None, typer.Option("--timeout", help="Override every stop timeout, e.g. 5s.")

@@ -272,6 +272,18 @@ def test_profiles_select_like_compose(project: Path) -> None:
     assert order("--profile", "debug", "up", "--dry-run")[-2:] == ["worker", "flower"]
     # naming a service starts it (and what it needs) whatever its profile
     assert order("up", "--dry-run", "worker") == ["cache", "db", "migrate", "worker"]
+    # --profile after the command means the same; both places add up
+    assert order("up", "--dry-run", "--profile", "workers") == order(
+        "--profile", "workers", "up", "--dry-run"
+    )
+    assert order("--profile", "workers", "up", "--dry-run", "--profile", "debug")[-1] == "flower"
+    # a profile nobody has is a typo
+    typo = run_svcorch("up", "--dry-run", "--profile", "wrokers", cwd=project)
+    assert typo.returncode == 2
+    assert typo.stderr.strip() == (
+        "svcorch: unknown profile 'wrokers' (did you mean 'workers'?); "
+        "profiles in the catalogue: debug, workers"
+    )
 
 
 def test_down_dry_run_prints_the_stop_plan(project: Path) -> None:
