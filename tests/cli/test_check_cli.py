@@ -26,8 +26,8 @@ import yaml
 
 from tests.support import free_port, silent_tcp_server, wait_until
 from tests.support.cli import SVCORCH, assert_clean, run_svcorch
+from tests.support.http import webhook_receiver
 from tests.support.servers import private_influxd
-from tests.test_notify import webhook_receiver
 
 SECRET = "S3cr3t-pw!"
 RECORDER = """\
