@@ -12,10 +12,10 @@ import contextlib
 import logging
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Self
+from typing import TYPE_CHECKING, ClassVar, Literal
 from urllib.parse import quote, unquote
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field
 
 from svcorch.probes.base import (
     Probe,
@@ -23,6 +23,7 @@ from svcorch.probes.base import (
     ProbeOptions,
     ProbeResult,
     ProbeType,
+    UrlOrPartsOptions,
     bounded_check,
     error_text,
     remaining,
@@ -51,7 +52,11 @@ class AmqpEndpoint:
     tls: bool
 
 
-class AmqpOptions(ProbeOptions):
+class AmqpOptions(UrlOrPartsOptions):
+    url_parts: ClassVar[frozenset[str]] = frozenset(
+        {"host", "port", "vhost", "user", "password", "tls"}
+    )
+
     type: Literal["amqp"] = "amqp"
     url: str | None = Field(
         default=None, description="amqp://user:password@host:port/vhost (vhost %2F is /)"
@@ -64,21 +69,9 @@ class AmqpOptions(ProbeOptions):
     tls: bool = False
     queue: str | None = Field(default=None, description="must exist (passive declare)")
 
-    @field_validator("url")
     @classmethod
-    def _parse_url(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_amqp_url(value)
-        return value
-
-    @model_validator(mode="after")
-    def _url_or_parts(self) -> Self:
-        if self.url is not None:
-            fields = {"host", "port", "vhost", "user", "password", "tls"}
-            clash = self.model_fields_set & fields
-            if clash:
-                raise ValueError(f"give either `url` or {', '.join(sorted(clash))}, not both")
-        return self
+    def parse_url(cls, url: str) -> AmqpEndpoint:
+        return parse_amqp_url(url)
 
     def endpoint(self) -> AmqpEndpoint:
         if self.url is not None:

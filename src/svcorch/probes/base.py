@@ -12,10 +12,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, Self
 from urllib.parse import SplitResult, urlsplit
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from svcorch.durations import Duration
 
@@ -113,6 +113,36 @@ class ProbeOptions(BaseModel):
                     if password:
                         found.append(password)
         return found
+
+
+class UrlOrPartsOptions(ProbeOptions):
+    """A server given either as ``url`` or as separate parts (host, port, ...), never both.
+
+    Subclasses list their parts in ``url_parts`` and parse their scheme in ``parse_url``
+    (raising ValueError with a message that shows the URL redacted).
+    """
+
+    url_parts: ClassVar[frozenset[str]] = frozenset()
+
+    url: str | None = None
+
+    @classmethod
+    def parse_url(cls, url: str) -> object:
+        raise NotImplementedError(f"{cls.__name__} must say how its URLs are read")
+
+    @field_validator("url")
+    @classmethod
+    def _valid_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            cls.parse_url(value)
+        return value
+
+    @model_validator(mode="after")
+    def _url_or_parts(self) -> Self:
+        clash = self.model_fields_set & self.url_parts if self.url is not None else set()
+        if clash:
+            raise ValueError(f"give either `url` or {', '.join(sorted(clash))}, not both")
+        return self
 
 
 def _url_password(value: str) -> str | None:

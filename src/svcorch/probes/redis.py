@@ -8,10 +8,10 @@ other than the expected one (a replica may yet be promoted). Fatal: authenticati
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Self
+from typing import ClassVar, Literal
 from urllib.parse import unquote
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field
 
 from svcorch.probes.base import (
     Probe,
@@ -19,6 +19,7 @@ from svcorch.probes.base import (
     ProbeOptions,
     ProbeResult,
     ProbeType,
+    UrlOrPartsOptions,
     bounded_check,
     error_text,
     remaining,
@@ -43,7 +44,11 @@ class RedisEndpoint:
     tls: bool
 
 
-class RedisOptions(ProbeOptions):
+class RedisOptions(UrlOrPartsOptions):
+    url_parts: ClassVar[frozenset[str]] = frozenset(
+        {"host", "port", "db", "username", "password", "tls"}
+    )
+
     type: Literal["redis"] = "redis"
     url: str | None = Field(
         default=None, description="redis://[[user]:password@]host[:port][/db], or rediss://"
@@ -56,21 +61,9 @@ class RedisOptions(ProbeOptions):
     tls: bool = False
     role: Literal["master", "replica"] | None = None
 
-    @field_validator("url")
     @classmethod
-    def _parse_url(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_redis_url(value)
-        return value
-
-    @model_validator(mode="after")
-    def _url_or_parts(self) -> Self:
-        if self.url is not None:
-            clash = self.model_fields_set & {"host", "port", "db", "username", "password", "tls"}
-            if clash:
-                keys = ", ".join(sorted(clash))
-                raise ValueError(f"give either `url` or {keys}, not both")
-        return self
+    def parse_url(cls, url: str) -> RedisEndpoint:
+        return parse_redis_url(url)
 
     def endpoint(self) -> RedisEndpoint:
         if self.url is not None:
