@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from svcorch.errors import UsageError
@@ -86,37 +86,46 @@ def select_down(
 
 
 def up_plan(catalogue: Catalogue, graph: ServiceGraph, selected: set[str]) -> Plan:
+    """Waves bottom-up; each service with the dependencies it waits for, and how."""
     sub = graph.subgraph(selected)
-    waves = tuple(
-        tuple(
-            Step(
-                service=name,
-                kind=catalogue.services[name].kind,
-                probe=_probe_name(catalogue, name),
-                waits_for=tuple((d, sub.condition(d, name)) for d in sub.dependencies(name)),
-            )
-            for name in wave
-        )
-        for wave in sub.generations()
+    return _plan(
+        "up",
+        catalogue,
+        sub.generations(),
+        lambda name: tuple((d, sub.condition(d, name)) for d in sub.dependencies(name)),
     )
-    return Plan("up", waves)
 
 
 def down_plan(catalogue: Catalogue, graph: ServiceGraph, selected: set[str]) -> Plan:
+    """Waves top-down; each service after the dependents that must stop first."""
     sub = graph.subgraph(selected)
+    return _plan(
+        "down",
+        catalogue,
+        sub.stop_generations(),
+        lambda name: tuple((d, "stopped") for d in sub.dependents(name)),
+    )
+
+
+def _plan(
+    action: str,
+    catalogue: Catalogue,
+    generations: list[list[str]],
+    waits_for: Callable[[str], tuple[tuple[str, str], ...]],
+) -> Plan:
     waves = tuple(
         tuple(
             Step(
                 service=name,
                 kind=catalogue.services[name].kind,
                 probe=_probe_name(catalogue, name),
-                waits_for=tuple((d, "stopped") for d in sub.dependents(name)),
+                waits_for=waits_for(name),
             )
             for name in wave
         )
-        for wave in sub.stop_generations()
+        for wave in generations
     )
-    return Plan("down", waves)
+    return Plan(action, waves)
 
 
 def _probe_name(catalogue: Catalogue, name: str) -> str | None:
