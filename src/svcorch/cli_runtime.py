@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import time
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -46,25 +47,52 @@ def _event_printer(names: list[str]) -> Progress:
 
 
 class Progress:
-    """Prints the daemon's events, one line each, the names padded to the widest selected."""
+    """The daemon's events as they come.
+
+    On a terminal: a live table, one line per service with its state, how long it has been
+    at it (or took) and the probe's detail. Elsewhere (CI logs, pipes): one line per
+    transition, so the whole history stays readable.
+    """
 
     def __init__(self) -> None:
         self.width = 8
         self.quiet = options().verbosity < 0
+        self.live_view = sys.stdout.isatty() and not self.quiet
+        self.rows: dict[str, dict[str, Any]] = {}
         self._out: Any = None
+        self._live: Any = None
 
     def accepted(self, accepted: dict[str, Any]) -> None:
         services = [str(name) for name in accepted.get("services") or []]
         self.width = max((len(name) for name in services), default=8)
+        for name in services:
+            self.rows.setdefault(name, {"state": "waiting", "detail": "", "since": None})
 
     def __call__(self, event: dict[str, Any]) -> None:
         if self.quiet:
             return
         from svcorch import render
 
-        if self._out is None:
-            self._out = console()
-        self._out.print(render.event_line(event, self.width))
+        if not self.live_view:
+            if self._out is None:
+                self._out = console()
+            self._out.print(render.event_line(event, self.width))
+            return
+        render.progress_update(self.rows, event, time.monotonic())
+        if self._live is None:
+            from rich.live import Live
+
+            self._live = Live(
+                render.ProgressTable(self.rows), console=console(), refresh_per_second=8
+            )
+            self._live.start()
+        self._live.refresh()
+
+    def close(self) -> None:
+        if self._live is not None:
+            self._live.refresh()
+            self._live.stop()
+            self._live = None
 
 
 def _finish(result: dict[str, Any], json_output: bool) -> None:
@@ -97,20 +125,24 @@ def _act(op: str, fields: dict[str, Any], json_output: bool) -> None:
         "profiles": options().profiles,
         **fields,
     }
-    for attempt in (1, 2):
-        daemon.ensure(layout, options().file, environ)
-        try:
-            result = daemon.request(
-                layout,
-                message,
-                progress,
-                on_accepted=None if progress is None else progress.accepted,
-            )
-            break
-        except daemon.DaemonGone:
-            # the daemon we found was just exiting (its last service went away): start anew
-            if attempt == 2:
-                raise
+    try:
+        for attempt in (1, 2):
+            daemon.ensure(layout, options().file, environ)
+            try:
+                result = daemon.request(
+                    layout,
+                    message,
+                    progress,
+                    on_accepted=None if progress is None else progress.accepted,
+                )
+                break
+            except daemon.DaemonGone:
+                # the daemon we found was just exiting (its last service went away): anew
+                if attempt == 2:
+                    raise
+    finally:
+        if progress is not None:
+            progress.close()
     exiting = result.pop("daemon_exiting", None)
     if isinstance(exiting, int):
         # nothing is left to supervise: return once the daemon is gone, so a command right

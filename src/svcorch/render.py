@@ -287,6 +287,46 @@ def event_line(event: Mapping[str, Any], width: int = 16) -> Text:
     return line
 
 
+def progress_update(rows: dict[str, dict[str, Any]], event: Mapping[str, Any], now: float) -> None:
+    """Fold one event into the live view's rows (service -> state, detail, timing)."""
+    row = rows.setdefault(str(event["service"]), {"state": "", "detail": "", "since": None})
+    new = str(event["new"])
+    if new in ("starting", "running", "probing", "stopping", "backoff"):
+        row["since"], row["took"] = now, None
+    elif row.get("since") is not None and row.get("took") is None:
+        row["took"] = now - row["since"]
+    row["state"] = new
+    row["detail"] = str(event.get("detail") or "")
+
+
+class ProgressTable:
+    """A rich renderable over the live rows; elapsed times tick while a service is busy."""
+
+    def __init__(self, rows: dict[str, dict[str, Any]]) -> None:
+        self.rows = rows
+
+    def __rich__(self) -> Any:
+        import time
+
+        from rich.table import Table
+
+        table = Table(box=None, pad_edge=False, header_style="bold")
+        for column in ("SERVICE", "STATE", "TIME", "DETAIL"):
+            table.add_column(column, no_wrap=column != "DETAIL", overflow="ellipsis")
+        now = time.monotonic()
+        for name, row in self.rows.items():
+            since, took = row.get("since"), row.get("took")
+            elapsed = took if took is not None else (now - since if since is not None else None)
+            state = str(row["state"])
+            table.add_row(
+                name,
+                Text(state, style=state_style(state)),
+                "" if elapsed is None else f"{elapsed:.1f}s",
+                Text(str(row["detail"]), overflow="ellipsis", no_wrap=True),
+            )
+        return table
+
+
 def outcome_text(outcome: Mapping[str, Any], *, verbose_failures: bool = True) -> Text:
     text = Text()
     action = str(outcome.get("action"))
