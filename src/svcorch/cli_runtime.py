@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import sys
 import time
@@ -10,7 +11,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from svcorch.cli import JsonFlag, Names, ProfileFlag, app, console, load, options, want_json, write
-from svcorch.errors import UsageError
+from svcorch.control import RemoteError
+from svcorch.errors import CatalogueError, Problem, UsageError
 
 if TYPE_CHECKING:
     from svcorch.state import StateLayout
@@ -95,6 +97,36 @@ class Progress:
             self._live = None
 
 
+_LOCATED = re.compile(r"^(?:(\d+):(?:(\d+):)? )?(.*)$")
+
+
+def _as_catalogue_error(exc: RemoteError) -> CatalogueError | None:
+    """The daemon's catalogue problems, shown as `validate` shows them: one plain line each,
+    with the file spelled as the user gave it (the daemon was sent its absolute path)."""
+    absolute = str(options().file.absolute())
+    lines = str(exc).splitlines()
+    if (
+        exc.exit_code != 2
+        or not lines
+        or not all(line.startswith(absolute + ":") for line in lines)
+    ):
+        return None
+    problems = []
+    for line in lines:
+        match = _LOCATED.match(line[len(absolute) + 1 :].lstrip())
+        assert match is not None  # the pattern matches any text
+        number, column, message = match.groups()
+        problems.append(
+            Problem(
+                str(options().file),
+                message,
+                int(number) if number else None,
+                int(column) if column else None,
+            )
+        )
+    return CatalogueError(problems)
+
+
 def _finish(result: dict[str, Any], json_output: bool) -> None:
     from svcorch import render
 
@@ -136,6 +168,8 @@ def _act(op: str, fields: dict[str, Any], json_output: bool) -> None:
                     on_accepted=None if progress is None else progress.accepted,
                 )
                 break
+            except RemoteError as exc:
+                raise _as_catalogue_error(exc) or exc from None
             except daemon.DaemonGone:
                 # the daemon we found was just exiting (its last service went away): anew
                 if attempt == 2:

@@ -382,5 +382,7 @@ def test_a_bad_catalogue_or_unknown_service_is_reported_and_leaves_no_daemon(
     assert result.returncode == 2
     problems = result.stderr.splitlines()
     assert len(problems) == 2, problems
-    assert all(line.startswith(f"svcorch: {stack.file}:") for line in problems)
+    # the same located lines `validate` prints, the file spelled as it was given
+    assert result.stderr == stack.run("validate").stderr
+    assert all(line.startswith(f"{stack.file}:") for line in problems)
     wait_until(lambda: stack.daemon_pid() is None, timeout=5, message="no daemon")
