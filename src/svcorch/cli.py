@@ -326,6 +326,9 @@ def run(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one exit per e
     except Exception as exc:
         where = _crash_log(exc)
         detail = f" (traceback in {where})" if where else ""
+        if _options.verbosity > 0:
+            # -v: the developer at the terminal wants the traceback here too
+            sys.stderr.write("".join(traceback.format_exception(exc)))
         return _fail([f"svcorch: internal error: {type(exc).__name__}: {exc}{detail}"], EXIT_CRASH)
     return int(result) if isinstance(result, int) else EXIT_OK
 

@@ -398,5 +398,10 @@ def test_an_internal_error_exits_3_with_the_traceback_in_crash_log(tmp_path: Pat
     ]
     logged = crash_log.read_text()
     assert logged.startswith("Traceback (most recent call last):")
+    # -v prints the traceback too, then the same one line
+    verbose = run_svcorch("-v", "validate", cwd=project, env={"PYTHONPATH": str(site)})
+    assert verbose.returncode == 3
+    assert verbose.stderr.startswith("Traceback (most recent call last):")
+    assert verbose.stderr.splitlines()[-1].startswith("svcorch: internal error: RuntimeError")
     assert "boom_probe.py" in logged
     assert logged.rstrip().endswith("RuntimeError: the plugin's own bug")
