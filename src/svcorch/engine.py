@@ -293,7 +293,8 @@ class Engine:
         if new is State.STARTING or new is State.RUNNING:
             runtime.started_at = now
             runtime.ready_at = None
-        elif new is State.READY and old is not State.UNREADY:
+        elif (new is State.READY and old is not State.UNREADY) or new is State.COMPLETED:
+            # a oneshot's completion is when it released its dependents: analyze counts it
             runtime.ready_at = now
         event = Event(
             runtime.name, old, new, now, detail, runtime.record.pid if runtime.record else None

@@ -131,6 +131,26 @@ def test_analyze_shows_the_critical_chain_with_start_to_ready_times(stack: Stack
     assert '"db" -> "api";' in dot
 
 
+def test_a_oneshot_on_the_critical_chain_is_counted(stack: Stack) -> None:
+    # web waits for migrate to complete: its run is part of why web was ready when it was
+    migrate = "import time; time.sleep(0.3)"
+    stack.write(
+        {
+            "db": tcp_service(free_port(), 0.1),
+            "migrate": {
+                "oneshot": True,
+                "command": ["python3", "-c", migrate],
+                "depends_on": ["db"],
+            },
+            "web": tcp_service(free_port(), depends_on={"migrate": "completed"}),
+        }
+    )
+    stack.ok("up")
+    analysis = json.loads(stack.ok("analyze", "--json"))
+    assert [link["service"] for link in analysis["critical_chain"]] == ["db", "migrate", "web"]
+    assert analysis["durations"]["migrate"] >= 0.3
+
+
 def test_status_of_a_stack_never_started_shows_everything_stopped(stack: Stack) -> None:
     stack.write({"db": tcp_service(free_port())})
     assert stack.status()["db"]["state"] == "stopped"
