@@ -21,7 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -243,9 +243,9 @@ class Engine:
         self._background: set[asyncio.Task[None]] = set()
         self._retiring: set[asyncio.Task[None]] = set()  # stopping services no longer listed
         self.environ = dict(os.environ if environ is None else environ)
-        self.catalogue = catalogue
-        self.graph = ServiceGraph.from_catalogue(catalogue)
-        self.load(catalogue, self.environ)
+        self.catalogue: Catalogue
+        self.graph: ServiceGraph
+        self.load(catalogue)  # sets catalogue and graph (built once, cycles checked once)
 
     # -- catalogue ---------------------------------------------------------------------------
 
@@ -1152,16 +1152,7 @@ class Engine:
         for name in closure:
             self.runtimes[name].restart_times.clear()
         outcome = await self.up(self.graph.select_up(closure))
-        return Outcome(
-            action="restart",
-            ok=outcome.ok,
-            done=outcome.done,
-            already=outcome.already,
-            failed=outcome.failed,
-            blocked=outcome.blocked,
-            pending=outcome.pending,
-            elapsed=stopped.elapsed + outcome.elapsed,
-        )
+        return replace(outcome, action="restart", elapsed=stopped.elapsed + outcome.elapsed)
 
     # -- status ------------------------------------------------------------------------------
 
