@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from svcorch.graph import ServiceGraph
     from svcorch.model import Catalogue
+    from svcorch.redaction import Redactor
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -66,10 +67,23 @@ class Options:
 
 
 _options = Options()
+_redactor: Redactor | None = None  # the loaded catalogue's, once `load` ran
 
 
 def options() -> Options:
     return _options
+
+
+def redactor() -> Redactor:
+    """What everything printed or written passes through: every secret of the catalogue
+    once one is loaded, else those of the environment (``up`` leaves loading to the daemon,
+    which masks its own messages)."""
+    global _redactor  # noqa: PLW0603 - one process, one catalogue
+    if _redactor is None:
+        from svcorch.redaction import Redactor
+
+        _redactor = Redactor.for_environment(os.environ)
+    return _redactor
 
 
 def _version(value: bool) -> None:
@@ -145,10 +159,13 @@ def load() -> tuple[Catalogue, ServiceGraph]:
     """The catalogue and its graph, with SVCORCH_STATE_DIR available to interpolation."""
     from svcorch import catalogue as catalogue_module
     from svcorch.graph import ServiceGraph
+    from svcorch.redaction import Redactor
 
+    global _redactor  # noqa: PLW0603 - one process, one catalogue
     environ = dict(os.environ)
     environ["SVCORCH_STATE_DIR"] = str(_options.resolved_state_dir)
     catalogue = catalogue_module.load(_options.file, environ=environ)
+    _redactor = Redactor.for_catalogue(catalogue, environ)
     return catalogue, ServiceGraph.from_catalogue(catalogue)
 
 
@@ -251,7 +268,7 @@ def config(json_output: JsonFlag = False) -> None:
     from svcorch import render
 
     catalogue, _ = load()
-    data = render.resolved_catalogue(catalogue)
+    data = render.resolved_catalogue(catalogue, redactor())
     write(render.json_text(data) if want_json(json_output) else render.yaml_text(data))
 
 
@@ -289,7 +306,7 @@ def _crash_log(exc: BaseException) -> Path | None:
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         path = state_dir / "crash.log"
         with path.open("a", encoding="utf-8") as log:
-            log.write("".join(traceback.format_exception(exc)))
+            log.write(redactor().text("".join(traceback.format_exception(exc))))
         return path
     except OSError:
         return None
@@ -297,13 +314,18 @@ def _crash_log(exc: BaseException) -> Path | None:
 
 def _fail(lines: list[str], code: int) -> int:
     for line in lines:
-        sys.stderr.write(line + "\n")
+        sys.stderr.write(redactor().text(line) + "\n")
     sys.stderr.flush()
     return code
 
 
 def run(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one exit per error family
     """Run the CLI and return its exit code; every error becomes one line per problem."""
+    from svcorch.logconfig import quiet_terminal
+
+    global _redactor  # noqa: PLW0603 - one process, one catalogue
+    _redactor = None  # each run masks with its own catalogue's secrets
+    quiet_terminal()  # the terminal is for svcorch's output, never a library's log records
     try:
         result: Any = app(args=argv, standalone_mode=False, prog_name="svcorch")
     except typer.Exit as exc:
@@ -328,7 +350,7 @@ def run(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one exit per e
         detail = f" (traceback in {where})" if where else ""
         if _options.verbosity > 0:
             # -v: the developer at the terminal wants the traceback here too
-            sys.stderr.write("".join(traceback.format_exception(exc)))
+            sys.stderr.write(redactor().text("".join(traceback.format_exception(exc))))
         return _fail([f"svcorch: internal error: {type(exc).__name__}: {exc}{detail}"], EXIT_CRASH)
     return int(result) if isinstance(result, int) else EXIT_OK
 

@@ -18,7 +18,18 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from svcorch.cli import JsonFlag, Names, ProfileFlag, app, console, load, options, want_json, write
+from svcorch.cli import (
+    JsonFlag,
+    Names,
+    ProfileFlag,
+    app,
+    console,
+    load,
+    options,
+    redactor,
+    want_json,
+    write,
+)
 from svcorch.errors import UsageError
 
 if TYPE_CHECKING:
@@ -134,9 +145,11 @@ def check(
             _stopped(f"watch stopped by {signals.name()} after {rounds} {noun}", signals)
             return
         if wait:
-            rows = check_command.wait(catalogue, layout, services, limit, signals.stop)
+            rows = check_command.wait(
+                catalogue, layout, services, limit, signals.stop, redactor=redactor()
+            )
         else:
-            rows = check_command.once(catalogue, layout, services)
+            rows = check_command.once(catalogue, layout, services, redactor())
     _print_rows(rows, as_json)
     _stopped("interrupted", signals)
     if not all(row.ok for row in rows):
@@ -199,10 +212,12 @@ def _watch(
         else:
             emit(render.round_line(number, rows, changes))
 
-    notifications = Notifications(catalogue.notify, str(catalogue.base_dir), on_delivery)
+    notifications = Notifications(
+        catalogue.notify, str(catalogue.base_dir), on_delivery, redactor=redactor()
+    )
     try:
-        return Watch(catalogue, layout, services, interval, notifications, on_round).run(
-            signals.stop
-        )
+        return Watch(
+            catalogue, layout, services, interval, notifications, on_round, redactor=redactor()
+        ).run(signals.stop)
     finally:
         notifications.close()

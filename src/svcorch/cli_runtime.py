@@ -10,7 +10,18 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from svcorch.cli import JsonFlag, Names, ProfileFlag, app, console, load, options, want_json, write
+from svcorch.cli import (
+    JsonFlag,
+    Names,
+    ProfileFlag,
+    app,
+    console,
+    load,
+    options,
+    redactor,
+    want_json,
+    write,
+)
 from svcorch.control import RemoteError
 from svcorch.errors import CatalogueError, Problem, UsageError
 
@@ -75,6 +86,7 @@ class Progress:
             return
         from svcorch import render
 
+        event = _masked(event)
         if not self.live_view:
             if self._out is None:
                 self._out = console()
@@ -127,9 +139,19 @@ def _as_catalogue_error(exc: RemoteError) -> CatalogueError | None:
     return CatalogueError(problems)
 
 
+def _masked(data: Any) -> Any:
+    """The last defence at the terminal: the daemon masked its messages with the whole
+    catalogue's secrets already; this adds the environment's (or the catalogue's when this
+    command loaded it)."""
+    from svcorch.redaction import NAME_KEYS
+
+    return redactor().data(data, keep=NAME_KEYS)
+
+
 def _finish(result: dict[str, Any], json_output: bool) -> None:
     from svcorch import render
 
+    result = _masked(result)
     if want_json(json_output):
         write(render.json_text(result))
     else:
@@ -229,10 +251,13 @@ def _foreground(catalogue: Any, selected: set[str]) -> int:
     show_event = _event_printer(names)
     hooks = foreground.Hooks(
         on_event=lambda event: show_event(event.to_dict()),
+        # the services' own output, as `svcorch logs` shows it
         on_line=lambda service, line: out.print(
             render.log_line(service, line, width, colours[service]), markup=False
         ),
-        on_outcome=lambda outcome: out.print(render.outcome_text(outcome.to_dict()), end=""),
+        on_outcome=lambda outcome: out.print(
+            render.outcome_text(_masked(outcome.to_dict())), end=""
+        ),
         on_stopping=lambda why: out.print(f"stopping everything ({why})", style="bold"),
     )
     return foreground.run(catalogue, _layout(), selected, hooks, _environ())
@@ -295,7 +320,7 @@ def status(names: Names = None, json_output: JsonFlag = False) -> None:
     from svcorch import render
     from svcorch.commands import status as status_command
 
-    rows = status_command.run(_layout(), list(names or []), load)
+    rows = _masked(status_command.run(_layout(), list(names or []), load))
     if want_json(json_output):
         write(render.json_text(rows))
     else:

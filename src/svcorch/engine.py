@@ -34,6 +34,7 @@ from svcorch.model import Catalogue, Condition, Kind, RestartPolicy, Service
 from svcorch.probes import registry
 from svcorch.probes.base import Probe, ProbeContext, ProbeOptions, ProbeResult
 from svcorch.process import ProcessRecord
+from svcorch.redaction import Redactor
 from svcorch.state import ServiceRecord, StateFile, StateLayout, rotate_if_needed
 
 log = logging.getLogger("svcorch.engine")
@@ -245,6 +246,7 @@ class Engine:
         self.environ = dict(os.environ if environ is None else environ)
         self.catalogue: Catalogue
         self.graph: ServiceGraph
+        self.redactor = Redactor()  # secrets: every detail passes through it (set by load)
         self.load(catalogue)  # sets catalogue and graph (built once, cycles checked once)
 
     # -- catalogue ---------------------------------------------------------------------------
@@ -255,6 +257,7 @@ class Engine:
         self.graph = ServiceGraph.from_catalogue(catalogue)
         if environ is not None:
             self.environ = dict(environ)
+        self.redactor = Redactor.for_catalogue(catalogue, self.environ)  # secrets
         for name, service in catalogue.services.items():
             runtime = self.runtimes.get(name)
             if runtime is None:
@@ -287,6 +290,7 @@ class Engine:
 
     def _set(self, runtime: Runtime, new: State, detail: str = "") -> None:
         old = runtime.state
+        detail = self.redactor.text(detail)  # secrets: events, log, status and state see this
         runtime.state = new
         runtime.detail = detail
         now = time.time()
@@ -372,7 +376,7 @@ class Engine:
                 exited_at=runtime.exited_at,
                 exit_code=runtime.exit_code,
                 restarts=runtime.restarts,
-                detail=runtime.detail or None,
+                detail=self.redactor.text(runtime.detail) or None,  # secrets: state.json
                 generation=runtime.generation,
             )
         return records

@@ -6,52 +6,36 @@ Used by the CLI only. Knows result types, never typer options.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from rich.tree import Tree
 
-from svcorch.redaction import is_secret_key
+from svcorch.redaction import Redactor
 
 if TYPE_CHECKING:
     from svcorch.graph import ServiceGraph
     from svcorch.model import Catalogue
     from svcorch.plan import Plan
 
-MASK = "***"
-
-
 # -- secrets -----------------------------------------------------------------------------------
 
 
-# `scheme://user:password@`, also inside a longer string such as a command line
-# (`celery --broker amqp://u:pw@host//`); the password runs to the last `@` before the host
-_URL_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)[^\s/]+@")
-_SECRET_HEADERS = ("authorization", "proxy-authorization", "cookie")
-
-
-def redact(value: Any, key: str = "") -> Any:
-    """Mask secret-named keys and URL passwords anywhere in a JSON-like structure."""
-    if isinstance(value, dict):
-        return {k: redact(v, str(k)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact(v, key) for v in value]
-    if isinstance(value, str):
-        if key and value and (is_secret_key(key) or key.lower() in _SECRET_HEADERS):
-            return MASK
-        return _URL_USERINFO.sub(rf"\1{MASK}@", value) if "://" in value else value
-    return value
+def redact(value: Any, key: str = "", redactor: Redactor | None = None) -> Any:
+    """Mask secret-named keys, credentials by shape and ``redactor``'s known secret values
+    anywhere in a JSON-like structure."""
+    return (redactor or Redactor()).data(value, key)
 
 
 # -- catalogue ---------------------------------------------------------------------------------
 
 
-def resolved_catalogue(catalogue: Catalogue) -> dict[str, Any]:
-    """The interpolated catalogue with defaults filled, secrets masked."""
+def resolved_catalogue(catalogue: Catalogue, redactor: Redactor | None = None) -> dict[str, Any]:
+    """The interpolated catalogue with defaults filled, secrets masked: by key and shape, and
+    every secret value wherever else it went (``--password ${DB_PASSWORD}`` in a command)."""
     data = catalogue.model_dump(mode="json")
-    redacted: dict[str, Any] = redact(data)
+    redacted: dict[str, Any] = redact(data, redactor=redactor or Redactor.for_catalogue(catalogue))
     return redacted
 
 

@@ -26,10 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from svcorch import catalogue as catalogue_module
-from svcorch import control, plan
+from svcorch import control, logconfig, plan
 from svcorch.engine import Engine, Event
 from svcorch.errors import CatalogueError, DaemonError, SvcorchError
 from svcorch.model import Catalogue
+from svcorch.redaction import NAME_KEYS, Redactor
 from svcorch.state import StateFile, StateLayout, StateLock, ensure_state_dir
 
 log = logging.getLogger("svcorch.daemon")
@@ -54,9 +55,20 @@ class Daemon:
     status never ends it.
     """
 
-    def __init__(self, layout: StateLayout, file: Path) -> None:
+    def __init__(
+        self,
+        layout: StateLayout,
+        file: Path,
+        log_formatter: logconfig.RedactingFormatter | None = None,
+    ) -> None:
         self.layout = layout
         self.file = file
+        # every message to a client and every line of daemon.log goes through the redactor
+        # of the catalogue loaded last (before one loads: the environment's secrets)
+        self.log_formatter = log_formatter
+        self.redactor = Redactor.for_environment(os.environ)
+        if log_formatter is not None:
+            log_formatter.redactor = self.redactor
         self.engine: Engine | None = None
         self.finished = asyncio.Event()
         self.acted = False  # an up, down or restart was asked for
@@ -143,6 +155,9 @@ class Daemon:
                 self.finished.set()
 
     async def _send(self, writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
+        # the last defence: details are scrubbed where they are made, but a message also
+        # carries log tails and error texts
+        message = self.redactor.data(message, keep=NAME_KEYS)
         with contextlib.suppress(ConnectionError):
             writer.write(control.encode(message))
             await writer.drain()
@@ -157,6 +172,9 @@ class Daemon:
             return self.engine
         # a CatalogueError goes back to the client with every problem and exit code 2
         catalogue = load_catalogue(file, environ, self.layout.root)
+        self.redactor = Redactor.for_catalogue(catalogue, environ)
+        if self.log_formatter is not None:
+            self.log_formatter.redactor = self.redactor
         env_files = catalogue.env_file
         self._env_files = [
             catalogue.base_dir / name
@@ -341,20 +359,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.detach:
         _detach(layout)
     _lean_malloc()
-    logging.basicConfig(
-        filename=str(layout.daemon_log),
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
-    )
+    # svcorch's own records only (a client library's words are in the probe's detail),
+    # secrets masked
+    formatter = logconfig.to_daemon_log(layout.daemon_log)
     logging.Formatter.converter = time.localtime
     lock = StateLock(layout.lock, blocking=False)
     if not _take_lock(lock, layout):
         return 0
     try:
-        return asyncio.run(Daemon(layout, args.file.absolute()).run())
+        return asyncio.run(Daemon(layout, args.file.absolute(), formatter).run())
     except SvcorchError as exc:
         log.error("%s", exc)
-        sys.stderr.write(f"svcorch daemon: {exc}\n")
+        sys.stderr.write(f"svcorch daemon: {formatter.redactor.text(str(exc))}\n")
         return exc.exit_code
     except Exception:
         log.exception("daemon crashed")
