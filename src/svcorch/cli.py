@@ -67,7 +67,8 @@ class Options:
 
 
 _options = Options()
-_redactor: Redactor | None = None  # the loaded catalogue's, once `load` ran
+_redactor: Redactor | None = None  # built when first needed, from what `load` read
+_secrets_source: tuple[Catalogue, dict[str, str]] | None = None
 
 
 def options() -> Options:
@@ -82,7 +83,10 @@ def redactor() -> Redactor:
     if _redactor is None:
         from svcorch.redaction import Redactor
 
-        _redactor = Redactor.for_environment(os.environ)
+        if _secrets_source is not None:
+            _redactor = Redactor.for_catalogue(*_secrets_source)
+        else:
+            _redactor = Redactor.for_environment(os.environ)
     return _redactor
 
 
@@ -159,13 +163,14 @@ def load() -> tuple[Catalogue, ServiceGraph]:
     """The catalogue and its graph, with SVCORCH_STATE_DIR available to interpolation."""
     from svcorch import catalogue as catalogue_module
     from svcorch.graph import ServiceGraph
-    from svcorch.redaction import Redactor
 
-    global _redactor  # noqa: PLW0603 - one process, one catalogue
+    global _redactor, _secrets_source  # one process, one catalogue
     environ = dict(os.environ)
     environ["SVCORCH_STATE_DIR"] = str(_options.resolved_state_dir)
     catalogue = catalogue_module.load(_options.file, environ=environ)
-    _redactor = Redactor.for_catalogue(catalogue, environ)
+    # what is printed from now on is masked with this catalogue's secrets (built lazily:
+    # `validate` and `graph` print none)
+    _redactor, _secrets_source = None, (catalogue, environ)
     return catalogue, ServiceGraph.from_catalogue(catalogue)
 
 
@@ -323,8 +328,8 @@ def run(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one exit per e
     """Run the CLI and return its exit code; every error becomes one line per problem."""
     from svcorch.logconfig import quiet_terminal
 
-    global _redactor  # noqa: PLW0603 - one process, one catalogue
-    _redactor = None  # each run masks with its own catalogue's secrets
+    global _redactor, _secrets_source  # one process, one catalogue
+    _redactor, _secrets_source = None, None  # each run masks with its own catalogue's secrets
     quiet_terminal()  # the terminal is for svcorch's output, never a library's log records
     try:
         result: Any = app(args=argv, standalone_mode=False, prog_name="svcorch")

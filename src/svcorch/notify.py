@@ -341,7 +341,7 @@ class Notifications:
 
     def _deliver(self, notifier: Notifier, change: HealthChange) -> None:
         body = json.dumps(change.to_dict()).encode()
-        name = describe(notifier)
+        name = self.redactor.text(describe(notifier))
         secrets = notifier_secrets(notifier)
         delays = backoff(self.retry_first, self.retry_max)
         attempts = 0

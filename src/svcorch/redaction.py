@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -71,6 +72,7 @@ _AUTHORIZATION = re.compile(
 )
 
 
+@functools.lru_cache(maxsize=4096)  # the same few option and variable names, over and over
 def is_secret_key(key: str) -> bool:
     """Keys named like a secret are never shown: ``DB_PASSWORD``, ``X-Api-Key``, ``API_KEY``."""
     lowered = key.lower().replace("-", "_")  # X-Api-Key is a header spelling of api_key
@@ -185,18 +187,32 @@ def catalogue_secrets(catalogue: Any, environ: Mapping[str, str] | None = None) 
 def _walk(value: Any, found: list[str], key: str = "") -> None:
     if isinstance(value, str):
         found += entry_secrets(key, value) if key else url_secrets(value)
-    elif isinstance(value, Mapping):
+    elif isinstance(value, dict):
         for name, item in value.items():
             _walk(item, found, str(name))
     elif isinstance(value, list | tuple):
         for item in value:
             _walk(item, found, key)
-    elif hasattr(value, "model_fields_set"):
-        for name in sorted(value.model_fields_set):
-            _walk(getattr(value, name, None), found, name)
-        own = getattr(value, "secrets", None)
-        if callable(own):
-            found += [secret for secret in own() if isinstance(secret, str)]
+    else:
+        model, knows_secrets = _kind(type(value))
+        if model:  # a pydantic model: the fields the file set
+            for name in value.model_fields_set:
+                _walk(getattr(value, name, None), found, name)
+        if knows_secrets:  # a probe's own knowledge
+            found += [secret for secret in value.secrets() if isinstance(secret, str)]
+
+
+_KINDS: dict[type, tuple[bool, bool]] = {}
+
+
+def _kind(cls: type) -> tuple[bool, bool]:
+    """Whether instances are pydantic models, and have a ``secrets()`` of their own (asked
+    once per class: pydantic's attribute lookup on a model class is slow)."""
+    kind = _KINDS.get(cls)
+    if kind is None:
+        kind = (hasattr(cls, "__pydantic_fields__"), callable(getattr(cls, "secrets", None)))
+        _KINDS[cls] = kind
+    return kind
 
 
 # -- masking -----------------------------------------------------------------------------------
@@ -235,7 +251,7 @@ class Redactor:
             return cls()
         # a core is masked with the characters next to it that still carry bits of the
         # secret (a 4-character group holds parts of up to three bytes)
-        alternatives = [re.escape(s) for s in ordered]
+        alternatives = [_literal(s) for s in ordered]
         alternatives += [f"{_B64}{{0,3}}{re.escape(s)}{_B64}{{0,3}}=*" for s in inner]
         return cls(ordered, inner, re.compile("|".join(alternatives)))
 
@@ -300,8 +316,6 @@ def _spellings(secret: str) -> set[str]:
     for plain in list(spellings):
         spellings.update((quote(plain, safe=""), quote(plain), quote_plus(plain)))
         spellings.add(json.dumps(plain)[1:-1])
-    for encoded in [s for s in spellings if "%" in s]:
-        spellings.add(re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), encoded))
     if len(secret) >= MIN_FREE_TEXT:  # a short one's base64 would match by chance
         for plain in {secret, unquote(secret)}:
             spellings.update(_base64_spellings(plain))
@@ -311,6 +325,15 @@ def _spellings(secret: str) -> set[str]:
 def _base64_spellings(plain: str) -> set[str]:
     whole = base64.b64encode(plain.encode()).decode()
     return _both_alphabets({whole, whole.rstrip("=")})
+
+
+def _literal(spelling: str) -> str:
+    """A pattern for ``spelling``; its percent-escapes in either case (``%2F`` or ``%2f``)."""
+    return re.sub(
+        r"%([0-9A-F])([0-9A-F])",
+        lambda m: f"%[{m[1]}{m[1].lower()}][{m[2]}{m[2].lower()}]",
+        re.escape(spelling),
+    )
 
 
 def _base64_cores(raw: bytes) -> set[str]:

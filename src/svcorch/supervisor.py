@@ -172,9 +172,6 @@ class Daemon:
             return self.engine
         # a CatalogueError goes back to the client with every problem and exit code 2
         catalogue = load_catalogue(file, environ, self.layout.root)
-        self.redactor = Redactor.for_catalogue(catalogue, environ)
-        if self.log_formatter is not None:
-            self.log_formatter.redactor = self.redactor
         env_files = catalogue.env_file
         self._env_files = [
             catalogue.base_dir / name
@@ -189,6 +186,10 @@ class Daemon:
             self.engine.start_housekeeping()
         else:
             self.engine.load(catalogue, environ)
+        # the engine built it from this catalogue and environment; we use the same
+        self.redactor = self.engine.redactor
+        if self.log_formatter is not None:
+            self.log_formatter.redactor = self.redactor
         return self.engine
 
     async def _dispatch(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> None:
