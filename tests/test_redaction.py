@@ -93,6 +93,10 @@ def test_short_values_and_switches_are_masked_only_under_their_name() -> None:
     assert redactor.data(data) == {"TOKEN_TTL": MASK, "API_TOKEN_AUTH": MASK, "uptime": "60"}
 
 
+def test_a_secret_that_is_an_ordinary_word_is_masked_wherever_it_appears() -> None:
+    assert Redactor.of(["test"]).text("a test run: tests passed") == "a *** run: ***s passed"
+
+
 def test_credentials_are_recognised_by_their_shape() -> None:
     text = (
         "celery --broker amqp://u:p@ss@h:5672// http://h/x?token=t0k3n&page=2&api_key=k:1: done"

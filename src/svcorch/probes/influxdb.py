@@ -141,7 +141,8 @@ class InfluxdbProbe:
                 return None  # 1.x before 1.8 has no /health: /ping is all it offers
             return _failed_http(exc, "health", timeout)
         if health.status != "pass":
-            return ProbeResult.failed(f"health {health.status}: {health.message}", retryable=True)
+            words = spoken(f"{health.status}: {health.message}")
+            return ProbeResult.failed(f"health {words}", retryable=True)
         return None
 
     def _database(self, database: str, stop_at: float) -> ProbeResult:
@@ -201,7 +202,7 @@ def _failed_http(exc: Exception, step: str, timeout: float) -> ProbeResult:
     """401/403 are fatal; any other status or network error may heal."""
     status = getattr(exc, "status", None) or getattr(exc, "code", None)
     if isinstance(status, int):
-        words = _server_words(exc)
+        words = spoken(_server_words(exc))
         return ProbeResult.failed(
             f"{step}: HTTP {status}{': ' + words if words else ''}",
             retryable=status not in UNAUTHORIZED,
