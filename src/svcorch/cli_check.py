@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from svcorch.cli import JsonFlag, Names, ProfileFlag, app, console, load, options, want_json, write
+from svcorch.cli_base import JsonFlag, Names, ProfileFlag, console, load, options, want_json, write
 from svcorch.errors import UsageError
 
 if TYPE_CHECKING:
@@ -82,7 +82,6 @@ class Signals:
 _HANDLED = (signal.SIGINT, signal.SIGTERM)
 
 
-@app.command()
 def check(
     names: Names = None,
     profile: ProfileFlag = None,
