@@ -337,6 +337,7 @@ def outcome_text(outcome: Mapping[str, Any], *, verbose_failures: bool = True) -
     blocked = list(outcome.get("blocked") or [])
     pending = list(outcome.get("pending") or [])
     verb = {"up": "ready", "down": "stopped", "restart": "restarted"}.get(action, action)
+    text.append_text(recreate_text(outcome.get("recreated") or {}))
     if outcome.get("ok"):
         if not done and already:
             text.append(
@@ -371,6 +372,16 @@ def outcome_text(outcome: Mapping[str, Any], *, verbose_failures: bool = True) -
     return text
 
 
+def recreate_text(recreate: Mapping[str, Sequence[str]], *, planned: bool = False) -> Text:
+    """``recreate web: env ENVIRONMENT development → production`` per changed service."""
+    text = Text()
+    verb = "would recreate" if planned else "recreate"
+    for name, changes in recreate.items():
+        text.append(f"{verb} {name}: ", style="yellow")
+        text.append("; ".join(changes) + "\n")
+    return text
+
+
 def _age(seconds: float | None) -> str:
     if seconds is None:
         return ""
@@ -396,9 +407,18 @@ def status_table(rows: Sequence[Mapping[str, Any]]) -> Any:
             str(row["pid"] or ""),
             _age(row.get("uptime")),
             str(row.get("restarts") or 0),
-            str(row.get("detail") or ""),
+            _detail_with_drift(row),
         )
     return table
+
+
+def _detail_with_drift(row: Mapping[str, Any]) -> Text:
+    text = Text(str(row.get("detail") or ""))
+    changed = row.get("changed_on_disk") or []
+    if changed:
+        text.append(" " if text else "")
+        text.append(f"[changed on disk: {'; '.join(changed)}; `svcorch up` applies]", "yellow")
+    return text
 
 
 def log_line(service: str, line: str, width: int, colour: str) -> Text:
