@@ -13,7 +13,13 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "svcorch"
-CLI_MODULES = {"svcorch.cli", "svcorch.cli_runtime", "svcorch.cli_check", "svcorch.__main__"}
+CLI_MODULES = {
+    "svcorch.cli",
+    "svcorch.cli_runtime",
+    "svcorch.cli_check",
+    "svcorch.cli_export",
+    "svcorch.__main__",
+}
 TERMINAL = ("typer", "rich", "click")
 
 
@@ -76,6 +82,7 @@ def test_errors_imports_nothing_of_svcorch() -> None:
                 "svcorch.interpolate",
                 "svcorch.durations",
                 "svcorch.redaction",
+                "svcorch.exporters",
             )
         )
     ),
