@@ -14,16 +14,19 @@ written 0600.
 
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 import sys
 from pathlib import Path
 
 from svcorch.durations import format_duration
+from svcorch.errors import UsageError
 from svcorch.exporters import base, gates
 from svcorch.exporters.base import Export, ExportFile, ExportRequest, Warnings
 from svcorch.model import Condition, Kind, RestartPolicy, Service
 
+_COMMENT = re.compile(r"\s[;#]")  # supervisord's inline comments
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 WAITS_FOR_EXIT = (Condition.COMPLETED, Condition.READY)
 FILE = "supervisord.conf"
@@ -123,6 +126,13 @@ class _Supervisord:
         ]
         if service.liveness is not None:
             self.warnings.add(service.name, "liveness: supervisord has no probes; not exported")
+        for line in lines:
+            if _COMMENT.search(line):
+                key = line.split("=", 1)[0]
+                raise UsageError(
+                    f"export supervisord: service {service.name!r}: its {key} holds ' #' or"
+                    " ' ;', which supervisord reads as the start of a comment"
+                )
         return "\n".join(lines) + "\n"
 
     def restart(self, service: Service) -> list[str]:
@@ -166,9 +176,10 @@ class _Supervisord:
         steps = self.steps(service)
         argv = self.argv(service)
         if service.ready is not None and service.ready.type == "log":
-            steps.append(
-                f"echo {shlex.quote(f'--- svcorch: {service.name} start #0 (supervisord) ---')}"
-            )
+            # the header the log probe reads from; \043 is '#', which supervisord would take
+            # for the start of a comment after a space
+            header = f"--- svcorch: {service.name} start \\0430 (supervisord) ---\\n"
+            steps.append(f"printf -- {shlex.quote(header)}")
         secrets = self.sources(service)
         if not steps and not secrets:
             return shlex.join(argv)
@@ -219,7 +230,8 @@ class _Supervisord:
         exports = [f"export {k}={shlex.quote(v)}" for k, v in plain.items() if hosts.get(k) != v]
         parts = [f"cd {shlex.quote(str(self.cwd(oneshot)))}", *exports, *self.sources(oneshot)]
         parts.append(f"exec {shlex.join(self.argv(oneshot))}")
-        return "( " + "; ".join(parts) + " )"
+        banner = f"--- svcorch: {host.name} runs oneshot {oneshot.name} first ---"
+        return f"echo {shlex.quote(banner)} && ( " + "; ".join(parts) + " )"
 
     def gate(self, service: Service) -> str | None:
         waited = []
