@@ -181,7 +181,7 @@ def test_compose(tmp_path: Path, graph: dict[str, Any]) -> None:
 def test_systemd(tmp_path: Path, graph: dict[str, Any]) -> None:
     out = tmp_path / "units"
     warnings = export("systemd", out, tmp_path / "state")
-    units = sorted(str(p) for p in out.glob("bkmonitor*.service")) + [str(out / "bkmonitor.target")]
+    units = [*sorted(str(p) for p in out.glob("bkmonitor*.service")), str(out / "bkmonitor.target")]
     checked = subprocess.run(
         ["systemd-analyze", "verify", *units],
         env={**os.environ, "SYSTEMD_UNIT_PATH": f"{out}:"},
