@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import SplitResult, urlsplit
 
+import yaml
+
 from svcorch.errors import CatalogueError, Problem, UsageError
 from svcorch.graph import ServiceGraph
 from svcorch.model import Catalogue, Condition, Kind, Service
@@ -365,3 +367,17 @@ def base_secrets(catalogue: Catalogue, service: Service) -> list[str]:
                 if isinstance(v, str) and (p := url_password(v))
             ]
     return found
+
+
+class _NoAliases(yaml.SafeDumper):
+    """Every object written out in full: anchors (``&id001``) confuse readers and some tools."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def yaml_text(data: Any, *, documents: bool = False) -> str:
+    options: dict[str, Any] = {"sort_keys": False, "allow_unicode": True, "width": 100}
+    dump = yaml.dump_all if documents else yaml.dump
+    text: str = dump(data, Dumper=_NoAliases, **options)
+    return text

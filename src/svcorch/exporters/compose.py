@@ -15,8 +15,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
-
 from svcorch.durations import format_duration
 from svcorch.errors import UsageError
 from svcorch.exporters import base, gates
@@ -59,7 +57,8 @@ class _Compose:
                     f"export compose: the gate of {name!r} would be called {wait!r}, which is"
                     " already a service: rename it"
                 )
-            services[wait] = self.wait_service(name, users, bool(built.secrets))
+            secret = bool(gates.build(self.request.project, {name: self.checked[name]}).secrets)
+            services[wait] = self.wait_service(name, users, secret)
         files = {FILE: ExportFile(self.document(services))}
         if self.checked:
             files[base.GATES_FILE] = ExportFile(built.text)
@@ -68,7 +67,7 @@ class _Compose:
 
     def document(self, services: dict[str, Any]) -> str:
         header = "# Written by `svcorch export compose`. Check it with `docker-compose config`.\n"
-        body = yaml.safe_dump({"services": _escape(services)}, sort_keys=False, width=100)
+        body = base.yaml_text({"services": _escape(services)})
         return header + body
 
     def secret_files(self, built: gates.Gates) -> dict[str, ExportFile]:

@@ -15,9 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
-from svcorch.exporters.base import env_var_name, url_password
+from svcorch.exporters.base import env_var_name, url_password, yaml_text
 from svcorch.redaction import is_secret_key
 
 _SECRET_HEADERS = ("authorization", "proxy-authorization", "cookie")
@@ -46,7 +44,7 @@ def build(project: str, checks: Mapping[str, Mapping[str, Any]]) -> Gates:
         "# Written by `svcorch export`: the readiness probes that `svcorch check --wait` runs\n"
         "# before a service may start. ${SVCORCH_*} variables come from the secret store.\n"
     )
-    text = header + yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100)
+    text = header + yaml_text(document)
     return Gates(text=text, secrets=secrets, services=tuple(checks))
 
 

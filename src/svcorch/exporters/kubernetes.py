@@ -22,8 +22,6 @@ from signal import Signals
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
-
 from svcorch.durations import format_duration
 from svcorch.errors import UsageError
 from svcorch.exporters import base, gates
@@ -499,4 +497,4 @@ def _secret_data(values: dict[str, str]) -> dict[str, Any]:
 
 def _documents(objects: list[dict[str, Any]]) -> str:
     header = "# Written by `svcorch export kubernetes`.\n"
-    return header + yaml.safe_dump_all(objects, sort_keys=False, allow_unicode=True, width=100)
+    return header + base.yaml_text(objects, documents=True)
