@@ -104,8 +104,12 @@ def test_compose_conditions(tmp_path: Path) -> None:
         "queue": {"condition": "service_healthy"},
     }
     assert services["queue"]["healthcheck"] == {
-        "test": ["CMD", "broker-ctl", "ping"], "interval": "1s", "timeout": "5s", "retries": 3, "start_period": "10s",
-    }  # fmt: skip
+        "test": ["CMD", "broker-ctl", "ping"],
+        "interval": "1s",
+        "timeout": "5s",
+        "retries": 3,
+        "start_period": "10s",
+    }
     assert services["api"]["restart"] == "no"
     assert has(export, "'api'", "stop.command")
     assert has(export, "'api'", "restart_on_dependency on 'db'")
@@ -126,7 +130,8 @@ def test_systemd_conditions_and_stop(tmp_path: Path) -> None:
     )
     db = readback.unit_settings(export.files["edge-db.service"].text)
     assert db["ExecStartPost"] == [
-        f"/usr/bin/svcorch -f {tmp_path}/out/svcorch-gates.yaml --state-dir {tmp_path}/state check --wait --timeout 30s db"
+        f"/usr/bin/svcorch -f {tmp_path}/out/svcorch-gates.yaml --state-dir {tmp_path}/state"
+        " check --wait --timeout 30s db"
     ]
     assert db["TimeoutStartSec"] == ["40"]  # 30s + a 5s attempt + 5s
 
