@@ -78,6 +78,48 @@ def json_schema() -> dict[str, Any]:
 # -- graph -------------------------------------------------------------------------------------
 
 
+def graph_document(catalogue: Catalogue, graph: ServiceGraph) -> dict[str, Any]:
+    """``graph --json``: nodes in start order with kind and probes, edges with conditions."""
+    nodes = []
+    edges = []
+    for name in graph.start_order():
+        service = catalogue.services[name]
+        liveness = service.liveness
+        nodes.append(
+            {
+                "name": name,
+                "kind": service.kind.value,
+                "probe": _probe_summary(service.ready),
+                "liveness": _probe_summary(liveness.probe if liveness else None),
+            }
+        )
+        edges += [
+            {
+                "from": dependency,
+                "to": name,
+                "condition": edge.condition.value,
+                "restart_on_dependency": edge.restart_on_dependency,
+            }
+            for dependency, edge in service.depends_on.items()
+            if dependency in graph
+        ]
+    return {"name": catalogue.name, "nodes": nodes, "edges": edges}
+
+
+def _probe_summary(options: Any) -> dict[str, Any] | None:
+    """Type, target (never a secret), timeout and period of a probe; None without one."""
+    if options is None:
+        return None
+    from svcorch.durations import format_duration
+
+    return {
+        "type": options.type,
+        "target": options.target(),
+        "timeout": format_duration(options.timeout),
+        "period": format_duration(options.period),
+    }
+
+
 def _probe(catalogue: Catalogue, name: str) -> str:
     ready = catalogue.services[name].ready
     return ready.type if ready is not None else "started"
