@@ -10,11 +10,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from svcorch.cli import (
+from svcorch.cli_base import (
     JsonFlag,
     Names,
     ProfileFlag,
-    app,
     console,
     load,
     options,
@@ -207,7 +206,6 @@ def _act(op: str, fields: dict[str, Any], json_output: bool) -> None:
     _finish(result, json_output)
 
 
-@app.command()
 def up(
     names: Names = None,
     profile: ProfileFlag = None,
@@ -218,11 +216,22 @@ def up(
     rollback: Annotated[
         bool, typer.Option("--rollback", help="On failure, stop what this up started.")
     ] = False,
+    no_recreate: Annotated[
+        bool,
+        typer.Option(
+            "--no-recreate",
+            help="Keep running services as they are even if their definition changed.",
+        ),
+    ] = False,
     json_output: JsonFlag = False,
 ) -> None:
-    """Start SERVICE… and what they need, bottom-up, each gated on its readiness probe."""
+    """Start SERVICE… and what they need, bottom-up, each gated on its readiness probe.
+
+    Running services whose definition changed (command, env after interpolation, probes…)
+    are recreated, and the changed keys are named."""
     if not dry_run and not foreground:
-        _act("up", {"services": list(names or []), "rollback": rollback}, json_output)
+        fields = {"services": list(names or []), "rollback": rollback, "no_recreate": no_recreate}
+        _act("up", fields, json_output)
         return
     from svcorch import plan, render
 
@@ -230,12 +239,34 @@ def up(
     selected = plan.select_up(catalogue, graph, names or [], options().profiles)
     if dry_run:
         start_plan = plan.up_plan(catalogue, graph, selected)
+        recreate = {} if no_recreate else _recreate_plan(list(names or []))
         if want_json(json_output):
-            write(render.json_text(start_plan.to_json()))
+            write(render.json_text({**start_plan.to_json(), "recreate": recreate}))
         else:
+            console().print(render.recreate_text(recreate, planned=True), end="")
             console().print(render.plan_text(start_plan), end="")
         return
     raise typer.Exit(_foreground(catalogue, selected))
+
+
+def _recreate_plan(names: list[str]) -> dict[str, list[str]]:
+    """What the running daemon would recreate for an up now; nothing when none runs."""
+    from svcorch import control
+
+    connection = control.connect(_layout().socket)
+    if connection is None:
+        return {}
+    message = {
+        "op": "plan",
+        "file": str(options().file.absolute()),
+        "environ": _environ(),
+        "services": names,
+        "profiles": options().profiles,
+    }
+    with connection:
+        result = connection.request(message)
+    recreate = result.get("recreate") or {}
+    return {str(k): [str(c) for c in v] for k, v in recreate.items()}
 
 
 def _foreground(catalogue: Any, selected: set[str]) -> int:
@@ -251,7 +282,6 @@ def _foreground(catalogue: Any, selected: set[str]) -> int:
     show_event = _event_printer(names)
     hooks = foreground.Hooks(
         on_event=lambda event: show_event(event.to_dict()),
-        # the services' own output, as `svcorch logs` shows it
         on_line=lambda service, line: out.print(
             render.log_line(service, line, width, colours[service]), markup=False
         ),
@@ -263,7 +293,6 @@ def _foreground(catalogue: Any, selected: set[str]) -> int:
     return foreground.run(catalogue, _layout(), selected, hooks, _environ())
 
 
-@app.command()
 def down(
     names: Names = None,
     profile: ProfileFlag = None,
@@ -301,7 +330,6 @@ def down(
     _act("down", {"services": list(names or []), "timeout": stop_timeout}, json_output)
 
 
-@app.command()
 def restart(
     names: Annotated[list[str], typer.Argument(help="Services to restart.")],
     timeout: Annotated[
@@ -314,7 +342,6 @@ def restart(
     _act("restart", fields, json_output)
 
 
-@app.command()
 def status(names: Names = None, json_output: JsonFlag = False) -> None:
     """State, pid, uptime, restarts and last detail of each service."""
     from svcorch import render
@@ -327,7 +354,6 @@ def status(names: Names = None, json_output: JsonFlag = False) -> None:
         console().print(render.status_table(rows))
 
 
-@app.command()
 def logs(
     names: Names = None,
     follow: Annotated[
@@ -370,7 +396,6 @@ def logs(
         raise typer.Exit(130) from None
 
 
-@app.command()
 def analyze(json_output: JsonFlag = False) -> None:
     """The critical chain of the last up, with each service's start -> ready time."""
     from svcorch import render

@@ -229,14 +229,17 @@ class Redactor:
     spellings: tuple[str, ...] = ()
     cores: tuple[str, ...] = ()
     pattern: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
+    secrets: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     @classmethod
     def of(cls, secrets: Iterable[str], *, min_length: int = MIN_FREE_TEXT) -> Redactor:
         found: set[str] = set()
         cores: set[str] = set()
-        for secret in secrets:
+        kept: list[str] = []
+        for secret in dict.fromkeys(secrets):
             if len(secret) < min_length or secret.lower() in _NOT_SECRETS:
                 continue
+            kept.append(secret)
             if isinstance(secret, Credentials):
                 found.update(_base64_spellings(str(secret)))
             else:
@@ -253,7 +256,13 @@ class Redactor:
         # secret (a 4-character group holds parts of up to three bytes)
         alternatives = [_literal(s) for s in ordered]
         alternatives += [f"{_B64}{{0,3}}{re.escape(s)}{_B64}{{0,3}}=*" for s in inner]
-        return cls(ordered, inner, re.compile("|".join(alternatives)))
+        return cls(ordered, inner, re.compile("|".join(alternatives)), tuple(kept))
+
+    def joined(self, other: Redactor) -> Redactor:
+        """Masks what either masks."""
+        if not other.secrets or set(other.secrets) <= set(self.secrets):
+            return self
+        return Redactor.of([*self.secrets, *other.secrets])
 
     @classmethod
     def for_catalogue(cls, catalogue: Any, environ: Mapping[str, str] | None = None) -> Redactor:
