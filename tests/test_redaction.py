@@ -178,3 +178,30 @@ def test_the_daemon_log_keeps_svcorch_s_records_masked() -> None:
     names = ["svcorch", "svcorch.engine", "asyncio", "py.warnings", "pika", "urllib3.connection"]
     passed = [n for n in names if own.filter(logging.LogRecord(n, 40, "", 0, "", None, None))]
     assert passed == ["svcorch", "svcorch.engine", "asyncio", "py.warnings"]
+
+
+def test_a_reload_keeps_masking_the_secrets_of_earlier_loads(tmp_path: Path) -> None:
+    """A running service keeps the environment it was launched with: after the password
+    changed in .env and the daemon loaded the catalogue again, the old one may still be
+    echoed by that service's probe."""
+    import asyncio
+
+    from svcorch.engine import Engine
+    from svcorch.state import StateLayout, ensure_state_dir
+
+    (tmp_path / "services.yaml").write_text(
+        "version: 1\nservices:\n  app: {command: sleep 1, env: {DB_PASSWORD: '${PW}'}}\n"
+    )
+
+    async def reload() -> str:
+        first = catalogue_module.load(tmp_path / "services.yaml", environ={"PW": "old-password"})
+        layout = StateLayout(ensure_state_dir(tmp_path / "state"))
+        engine = Engine(first, layout, environ={"PW": "old-password"})
+        second = catalogue_module.load(tmp_path / "services.yaml", environ={"PW": "new-password"})
+        engine.load(second, {"PW": "new-password"})
+        await engine.close()
+        return engine.bus.redact("old-password, new-password")
+
+    assert asyncio.run(reload()) == f"{MASK}, {MASK}"
+    both = Redactor.of(["first-one"]).joined(Redactor.of(["second-one"]))
+    assert both.text("first-one second-one") == f"{MASK} {MASK}"
