@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from svcorch.graph import ServiceGraph
     from svcorch.model import Catalogue
+    from svcorch.state import StateLayout
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -152,6 +153,21 @@ def load() -> tuple[Catalogue, ServiceGraph]:
     return catalogue, ServiceGraph.from_catalogue(catalogue)
 
 
+def state_layout() -> StateLayout:
+    """The state directory, its ownership and modes checked (every command that uses it)."""
+    from svcorch.state import StateLayout
+    from svcorch.statedir import secure
+
+    return StateLayout(secure(_options.resolved_state_dir))
+
+
+def notice(text: str) -> None:
+    """Something the user must hear about that is not an error: one line on stderr (so
+    ``--json`` output stays the only thing on stdout)."""
+    sys.stderr.write(f"svcorch: {text}\n")
+    sys.stderr.flush()
+
+
 def want_json(local: bool) -> bool:
     return local or _options.json
 
@@ -235,9 +251,8 @@ def graph(
         durations = None
         if timings:
             from svcorch.commands import analyze
-            from svcorch.state import StateLayout
 
-            durations = analyze.durations(StateLayout(_options.resolved_state_dir))
+            durations = analyze.durations(state_layout())
         write(render.dot(catalogue, sub, durations))
     elif mermaid:
         write(render.mermaid(catalogue, sub))
@@ -286,9 +301,12 @@ def import_supervisor(
 def _crash_log(exc: BaseException) -> Path | None:
     try:
         state_dir = _options.resolved_state_dir
+        from svcorch.statedir import open_private
+
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         path = state_dir / "crash.log"
-        with path.open("a", encoding="utf-8") as log:
+        # 0600: a traceback may quote anything the command was handling
+        with os.fdopen(open_private(path, os.O_WRONLY | os.O_APPEND), "a", encoding="utf-8") as log:
             log.write("".join(traceback.format_exception(exc)))
         return path
     except OSError:

@@ -18,7 +18,18 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from svcorch.cli import JsonFlag, Names, ProfileFlag, app, console, load, options, want_json, write
+from svcorch.cli import (
+    JsonFlag,
+    Names,
+    ProfileFlag,
+    app,
+    console,
+    load,
+    options,
+    state_layout,
+    want_json,
+    write,
+)
 from svcorch.errors import UsageError
 
 if TYPE_CHECKING:
@@ -110,7 +121,6 @@ def check(
 ) -> None:
     """Run every selected service's readiness probe, all in parallel (the seed's healthz)."""
     from svcorch.commands import check as check_command
-    from svcorch.state import StateLayout
 
     if wait and watch:
         raise UsageError("choose one of --wait and --watch")
@@ -123,7 +133,7 @@ def check(
     assert every is not None
     catalogue, graph = load()
     services = check_command.select(catalogue, graph, names or [], options().profiles)
-    layout = StateLayout(options().resolved_state_dir)
+    layout = state_layout()
     as_json = want_json(json_output)
     if watch and not services:
         raise UsageError("nothing to watch: no selected service has a readiness probe")

@@ -10,7 +10,20 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from svcorch.cli import JsonFlag, Names, ProfileFlag, app, console, load, options, want_json, write
+from svcorch import control
+from svcorch.cli import (
+    JsonFlag,
+    Names,
+    ProfileFlag,
+    app,
+    console,
+    load,
+    notice,
+    options,
+    state_layout,
+    want_json,
+    write,
+)
 from svcorch.control import RemoteError
 from svcorch.errors import CatalogueError, Problem, UsageError
 
@@ -19,9 +32,7 @@ if TYPE_CHECKING:
 
 
 def _layout() -> StateLayout:
-    from svcorch.state import StateLayout
-
-    return StateLayout(options().resolved_state_dir)
+    return state_layout()
 
 
 def _environ() -> dict[str, str]:
@@ -166,6 +177,7 @@ def _act(op: str, fields: dict[str, Any], json_output: bool) -> None:
                     message,
                     progress,
                     on_accepted=None if progress is None else progress.accepted,
+                    on_notice=notice,
                 )
                 break
             except RemoteError as exc:
@@ -177,8 +189,8 @@ def _act(op: str, fields: dict[str, Any], json_output: bool) -> None:
     finally:
         if progress is not None:
             progress.close()
-    exiting = result.pop("daemon_exiting", None)
-    if isinstance(exiting, int):
+    exiting = control.valid_pid(result.pop("daemon_exiting", None))
+    if exiting is not None:
         # nothing is left to supervise: return once the daemon is gone, so a command right
         # after this one starts a fresh daemon rather than meeting the exiting one
         daemon.wait_exit(layout, exiting)
@@ -234,6 +246,7 @@ def _foreground(catalogue: Any, selected: set[str]) -> int:
         ),
         on_outcome=lambda outcome: out.print(render.outcome_text(outcome.to_dict()), end=""),
         on_stopping=lambda why: out.print(f"stopping everything ({why})", style="bold"),
+        on_notice=notice,
     )
     return foreground.run(catalogue, _layout(), selected, hooks, _environ())
 
@@ -269,7 +282,7 @@ def down(
             return
         from svcorch.commands import status
 
-        if not any(row["pid"] for row in status.offline(catalogue, layout, [])):
+        if not any(row["pid"] for row in status.offline(catalogue, layout, [], notice)):
             _finish({"action": "down", "ok": True, "done": [], "already": []}, json_output)
             return
         # services a killed daemon left: a new daemon adopts them, then stops them
@@ -295,7 +308,7 @@ def status(names: Names = None, json_output: JsonFlag = False) -> None:
     from svcorch import render
     from svcorch.commands import status as status_command
 
-    rows = status_command.run(_layout(), list(names or []), load)
+    rows = status_command.run(_layout(), list(names or []), load, on_notice=notice)
     if want_json(json_output):
         write(render.json_text(rows))
     else:
