@@ -13,7 +13,16 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "svcorch"
-CLI_MODULES = {"svcorch.cli", "svcorch.cli_runtime", "svcorch.cli_check", "svcorch.__main__"}
+CLI_MODULES = {
+    "svcorch.cli",
+    "svcorch.cli_base",
+    "svcorch.cli_catalogue",
+    "svcorch.cli_runtime",
+    "svcorch.cli_check",
+    "svcorch.__main__",
+}
+# the app is built in svcorch.cli from the command modules, which share only cli_base
+CLI_COMMAND_MODULES = ("svcorch.cli_catalogue", "svcorch.cli_runtime", "svcorch.cli_check")
 TERMINAL = ("typer", "rich", "click")
 
 
@@ -103,3 +112,53 @@ def test_probe_client_libraries_are_imported_lazily(module: str) -> None:
         elif isinstance(node, ast.ImportFrom) and node.module:
             top_level.add(node.module.split(".")[0])
     assert not top_level & {"redis", "pika", "pymysql", "influxdb_client", "urllib3"}
+
+
+# The engine's parts, lowest first: each may import only those before it (docs/architecture.md).
+ENGINE_PARTS = [
+    "svcorch.engine.service",
+    "svcorch.engine.events",
+    "svcorch.engine.persist",
+    "svcorch.engine.processes",
+    "svcorch.engine.base",
+    "svcorch.engine.scheduler",
+    "svcorch.engine.supervision",
+    "svcorch.engine.core",
+]
+
+
+def test_the_engine_package_has_the_parts_the_docs_name() -> None:
+    found = {m for m in MODULES if m.startswith("svcorch.engine.")}
+    assert found == set(ENGINE_PARTS)
+
+
+@pytest.mark.parametrize("index", range(len(ENGINE_PARTS)))
+def test_engine_parts_import_only_the_parts_below_them(index: int) -> None:
+    module = ENGINE_PARTS[index]
+    imports = MODULES[module]
+    above = [*ENGINE_PARTS[index + 1 :], "svcorch.engine"]
+    reached = sorted(a for a in above if a in imports)
+    if module == "svcorch.engine.base":
+        # the halves declare each other's result type for mypy only (TYPE_CHECKING)
+        reached = [r for r in reached if r != "svcorch.engine.scheduler"]
+    assert not reached, f"{module} reaches up to {reached}"
+    for outside in ("svcorch.supervisor", "svcorch.commands", "svcorch.control", "svcorch.notify"):
+        assert not _uses(imports, outside), f"{module} imports {outside}"
+
+
+def test_scheduler_and_supervision_do_not_import_each_other() -> None:
+    """They call each other only through what engine/base.py declares."""
+    assert not _uses(MODULES["svcorch.engine.scheduler"], "svcorch.engine.supervision")
+    assert not _uses(MODULES["svcorch.engine.supervision"], "svcorch.engine.scheduler")
+
+
+def test_the_cli_has_one_direction() -> None:
+    """cli builds the app from the command modules; they import only cli_base; cli_base
+    imports no other CLI module (they used to import each other in a circle)."""
+    assert not [
+        c for c in CLI_MODULES - {"svcorch.cli_base"} if _uses(MODULES["svcorch.cli_base"], c)
+    ]
+    for module in CLI_COMMAND_MODULES:
+        others = CLI_MODULES - {"svcorch.cli_base", module}
+        assert not [c for c in others if _uses(MODULES[module], c)], module
+        assert _uses(MODULES["svcorch.cli"], module)

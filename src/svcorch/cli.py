@@ -1,8 +1,10 @@
-"""The typer app: global options, the error boundary, exit codes. Nothing else.
+"""The typer app: built here, from the command modules; the error boundary and exit codes.
 
 Commands parse their arguments and delegate to ``svcorch.commands``; output goes through
-``svcorch.render``. Heavy modules are imported inside the commands that need them, so
-``svcorch --help`` stays fast and never loads a probe's client library.
+``svcorch.render``. One direction: this module imports the command modules (``cli_catalogue``,
+``cli_runtime``, ``cli_check``), which import only ``cli_base``. Heavy modules are imported
+inside the commands that need them, so ``svcorch --help`` stays fast and never loads a
+probe's client library.
 """
 
 from __future__ import annotations
@@ -10,27 +12,22 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import Any, NoReturn
 
 import typer
 
-from svcorch import __version__
-from svcorch.errors import CatalogueError, SvcorchError, UsageError
-
-if TYPE_CHECKING:
-    from rich.console import Console
-
-    from svcorch.graph import ServiceGraph
-    from svcorch.model import Catalogue
-    from svcorch.state import StateLayout
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_CRASH = 3
-EXIT_INTERRUPTED = 130
+from svcorch import cli_catalogue, cli_check, cli_runtime
+from svcorch.cli_base import (
+    EXIT_CRASH,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    global_options,
+    options,
+)
+from svcorch.errors import CatalogueError, SvcorchError
 
 # typer >= 0.17 vendors click (typer._click) and no longer installs it, so `import click` fails
 # on a fresh install and `click.ClickException` would not catch typer's usage errors anyway.
@@ -47,252 +44,23 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-
-@dataclass
-class Options:
-    """Global options, resolved once."""
-
-    file: Path = Path("services.yaml")
-    state_dir: Path | None = None
-    profiles: list[str] = field(default_factory=list)
-    json: bool = False
-    verbosity: int = 0
-
-    @property
-    def resolved_state_dir(self) -> Path:
-        if self.state_dir is not None:
-            return self.state_dir.absolute()
-        return (self.file.absolute().parent / ".svcorch").absolute()
-
-
-_options = Options()
-
-
-def options() -> Options:
-    return _options
-
-
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"svcorch {__version__}")
-        raise typer.Exit(EXIT_OK)
-
-
-@app.callback()
-def global_options(
-    file: Annotated[
-        Path | None,
-        typer.Option(
-            "-f",
-            "--file",
-            envvar="SVCORCH_FILE",
-            help="The catalogue.",
-            show_default="./services.yaml",
-        ),
-    ] = None,
-    state_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--state-dir",
-            envvar="SVCORCH_STATE_DIR",
-            help="Where state, logs and the control socket live.",
-            show_default=".svcorch/ beside the catalogue",
-        ),
-    ] = None,
-    profile: Annotated[
-        list[str] | None,
-        typer.Option("--profile", help="Also select services with this profile (repeatable)."),
-    ] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-    verbose: Annotated[int, typer.Option("-v", "--verbose", count=True)] = 0,
-    quiet: Annotated[bool, typer.Option("-q", "--quiet")] = False,
-    version: Annotated[
-        bool,
-        typer.Option(
-            "--version", callback=_version, is_eager=True, help="Show the version and exit."
-        ),
-    ] = False,
-) -> None:
-    global _options  # noqa: PLW0603 - one process, one set of global options
-    _options = Options(
-        file=file if file is not None else Path("services.yaml"),
-        state_dir=state_dir,
-        profiles=list(profile or []),
-        json=json_output,
-        verbosity=-1 if quiet else verbose,
-    )
-
-
-# -- shared helpers ----------------------------------------------------------------------------
-
-
-def console(stderr: bool = False) -> Console:
-    from rich.console import Console
-
-    stream = sys.stderr if stderr else sys.stdout
-    # not a terminal (CI logs, pipes): wide lines rather than details folded at 80 columns
-    width = None if stream.isatty() else 200
-    return Console(stderr=stderr, highlight=False, width=width)
-
-
-def write(text: str) -> None:
-    """Plain text to stdout (dot, JSON, YAML): no markup, no wrapping."""
-    sys.stdout.write(text if text.endswith("\n") else text + "\n")
-    sys.stdout.flush()
-
-
-def load() -> tuple[Catalogue, ServiceGraph]:
-    """The catalogue and its graph, with SVCORCH_STATE_DIR available to interpolation."""
-    from svcorch import catalogue as catalogue_module
-    from svcorch.graph import ServiceGraph
-
-    environ = dict(os.environ)
-    environ["SVCORCH_STATE_DIR"] = str(_options.resolved_state_dir)
-    catalogue = catalogue_module.load(_options.file, environ=environ)
-    return catalogue, ServiceGraph.from_catalogue(catalogue)
-
-
-def state_layout() -> StateLayout:
-    """The state directory, its ownership and modes checked (every command that uses it)."""
-    from svcorch.state import StateLayout
-    from svcorch.statedir import secure
-
-    return StateLayout(secure(_options.resolved_state_dir))
-
-
-def notice(text: str) -> None:
-    """Something the user must hear about that is not an error: one line on stderr (so
-    ``--json`` output stays the only thing on stdout)."""
-    sys.stderr.write(f"svcorch: {text}\n")
-    sys.stderr.flush()
-
-
-def want_json(local: bool) -> bool:
-    return local or _options.json
-
-
-def _add_profiles(values: list[str] | None) -> list[str] | None:
-    # `svcorch up --profile web` means the same as `svcorch --profile web up`
-    for value in values or []:
-        if value not in _options.profiles:
-            _options.profiles.append(value)
-    return values
-
-
-ProfileFlag = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--profile",
-        help="Also select services with this profile (repeatable).",
-        callback=_add_profiles,
-    ),
-]
-JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-Names = Annotated[
-    list[str] | None, typer.Argument(help="Services (default: all selected).", show_default=False)
-]
-
-
-# -- commands that need no running process ------------------------------------------------------
-
-
-@app.command()
-def validate(json_output: JsonFlag = False) -> None:
-    """Check services.yaml and exit 0 with a summary, or print every problem and exit 2."""
-    catalogue, graph = load()
-    kinds = {kind: 0 for kind in ("managed", "oneshot", "external")}
-    for service in catalogue.services.values():
-        kinds[service.kind.value] += 1
-    edges = graph.dag.number_of_edges()
-    if want_json(json_output):
-        from svcorch.render import json_text
-
-        write(
-            json_text(
-                {
-                    "ok": True,
-                    "file": str(_options.file),
-                    "services": len(graph),
-                    "dependencies": edges,
-                    **kinds,
-                }
-            )
-        )
-        return
-    write(
-        f"{_options.file}: ok — {len(graph)} services ({kinds['managed']} managed, "
-        f"{kinds['oneshot']} oneshot, {kinds['external']} external), {edges} dependencies, "
-        f"{len(graph.generations())} start waves"
-    )
-
-
-@app.command()
-def graph(
-    names: Names = None,
-    dot: Annotated[bool, typer.Option("--dot", help="Graphviz dot.")] = False,
-    mermaid: Annotated[bool, typer.Option("--mermaid", help="Mermaid `graph TD`.")] = False,
-    as_tree: Annotated[bool, typer.Option("--tree", help="A tree (the default).")] = False,
-    timings: Annotated[
-        bool, typer.Option("--timings", help="With --dot: colour by the last up's start→ready.")
-    ] = False,
-) -> None:
-    """Draw the dependency graph (of SERVICE… and what they need)."""
-    from svcorch import render
-
-    if sum((dot, mermaid, as_tree)) > 1:
-        raise UsageError("choose one of --dot, --mermaid, --tree")
-    catalogue, full = load()
-    selected = full.select_up(names) if names else set(full.names)
-    sub = full.subgraph(selected)
-    if timings and not dot:
-        raise UsageError("--timings goes with --dot")
-    if dot:
-        durations = None
-        if timings:
-            from svcorch.commands import analyze
-
-            durations = analyze.durations(state_layout())
-        write(render.dot(catalogue, sub, durations))
-    elif mermaid:
-        write(render.mermaid(catalogue, sub))
-    else:
-        console().print(render.tree(catalogue, sub))
-
-
-@app.command()
-def config(json_output: JsonFlag = False) -> None:
-    """Print the resolved catalogue (interpolated, defaults filled, secrets as ***)."""
-    from svcorch import render
-
-    catalogue, _ = load()
-    data = render.resolved_catalogue(catalogue)
-    write(render.json_text(data) if want_json(json_output) else render.yaml_text(data))
-
-
-@app.command()
-def schema() -> None:
-    """Print the JSON Schema of services.yaml (for editors)."""
-    from svcorch import render
-
-    write(render.json_text(render.json_schema()))
-
-
-@app.command("import-supervisor")
-def import_supervisor(
-    path: Annotated[Path, typer.Argument(help="A supervisord.conf to convert.")],
-) -> None:
-    """Convert a supervisord config into a services.yaml skeleton (printed to stdout)."""
-    from svcorch.importers.supervisor import convert
-
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"{path}: {exc.strerror or exc}") from None
-    result = convert(text, source=str(path.absolute()))
-    for warning in result.warnings:
-        sys.stderr.write(f"warning: {warning}\n")
-    write(result.yaml)
+app.callback()(global_options)
+COMMANDS: dict[str, Callable[..., Any]] = {  # in the order `--help` lists them
+    "validate": cli_catalogue.validate,
+    "graph": cli_catalogue.graph,
+    "config": cli_catalogue.config,
+    "schema": cli_catalogue.schema,
+    "import-supervisor": cli_catalogue.import_supervisor,
+    "up": cli_runtime.up,
+    "down": cli_runtime.down,
+    "restart": cli_runtime.restart,
+    "status": cli_runtime.status,
+    "logs": cli_runtime.logs,
+    "analyze": cli_runtime.analyze,
+    "check": cli_check.check,
+}
+for name, command in COMMANDS.items():
+    app.command(name)(command)
 
 
 # -- the error boundary --------------------------------------------------------------------------
@@ -300,7 +68,7 @@ def import_supervisor(
 
 def _crash_log(exc: BaseException) -> Path | None:
     try:
-        state_dir = _options.resolved_state_dir
+        state_dir = options().resolved_state_dir
         from svcorch.statedir import open_private
 
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -344,7 +112,7 @@ def run(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one exit per e
     except Exception as exc:
         where = _crash_log(exc)
         detail = f" (traceback in {where})" if where else ""
-        if _options.verbosity > 0:
+        if options().verbosity > 0:
             # -v: the developer at the terminal wants the traceback here too
             sys.stderr.write("".join(traceback.format_exception(exc)))
         return _fail([f"svcorch: internal error: {type(exc).__name__}: {exc}{detail}"], EXIT_CRASH)
@@ -353,11 +121,3 @@ def run(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one exit per e
 
 def main() -> NoReturn:
     sys.exit(run())
-
-
-def _register_runtime_commands() -> None:
-    # registering imports: each module adds its commands to `app`
-    from svcorch import cli_check, cli_runtime  # noqa: F401
-
-
-_register_runtime_commands()

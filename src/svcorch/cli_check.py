@@ -18,11 +18,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from svcorch.cli import (
+from svcorch.cli_base import (
     JsonFlag,
     Names,
     ProfileFlag,
-    app,
     console,
     load,
     options,
@@ -93,7 +92,6 @@ class Signals:
 _HANDLED = (signal.SIGINT, signal.SIGTERM)
 
 
-@app.command()
 def check(
     names: Names = None,
     profile: ProfileFlag = None,

@@ -11,11 +11,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from svcorch import control
-from svcorch.cli import (
+from svcorch.cli_base import (
     JsonFlag,
     Names,
     ProfileFlag,
-    app,
     console,
     load,
     notice,
@@ -197,7 +196,6 @@ def _act(op: str, fields: dict[str, Any], json_output: bool) -> None:
     _finish(result, json_output)
 
 
-@app.command()
 def up(
     names: Names = None,
     profile: ProfileFlag = None,
@@ -251,7 +249,6 @@ def _foreground(catalogue: Any, selected: set[str]) -> int:
     return foreground.run(catalogue, _layout(), selected, hooks, _environ())
 
 
-@app.command()
 def down(
     names: Names = None,
     profile: ProfileFlag = None,
@@ -289,7 +286,6 @@ def down(
     _act("down", {"services": list(names or []), "timeout": stop_timeout}, json_output)
 
 
-@app.command()
 def restart(
     names: Annotated[list[str], typer.Argument(help="Services to restart.")],
     timeout: Annotated[
@@ -302,7 +298,6 @@ def restart(
     _act("restart", fields, json_output)
 
 
-@app.command()
 def status(names: Names = None, json_output: JsonFlag = False) -> None:
     """State, pid, uptime, restarts and last detail of each service."""
     from svcorch import render
@@ -315,7 +310,6 @@ def status(names: Names = None, json_output: JsonFlag = False) -> None:
         console().print(render.status_table(rows))
 
 
-@app.command()
 def logs(
     names: Names = None,
     follow: Annotated[
@@ -358,7 +352,6 @@ def logs(
         raise typer.Exit(130) from None
 
 
-@app.command()
 def analyze(json_output: JsonFlag = False) -> None:
     """The critical chain of the last up, with each service's start -> ready time."""
     from svcorch import render

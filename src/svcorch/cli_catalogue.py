@@ -1,0 +1,106 @@
+"""CLI commands that read the catalogue and start nothing: validate, graph, config, schema,
+import-supervisor. Registered on the app by ``svcorch.cli``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from svcorch.cli_base import JsonFlag, Names, console, load, options, state_layout, want_json, write
+from svcorch.errors import UsageError
+
+
+def validate(json_output: JsonFlag = False) -> None:
+    """Check services.yaml and exit 0 with a summary, or print every problem and exit 2."""
+    catalogue, graph = load()
+    kinds = {kind: 0 for kind in ("managed", "oneshot", "external")}
+    for service in catalogue.services.values():
+        kinds[service.kind.value] += 1
+    edges = graph.dag.number_of_edges()
+    if want_json(json_output):
+        from svcorch.render import json_text
+
+        write(
+            json_text(
+                {
+                    "ok": True,
+                    "file": str(options().file),
+                    "services": len(graph),
+                    "dependencies": edges,
+                    **kinds,
+                }
+            )
+        )
+        return
+    write(
+        f"{options().file}: ok — {len(graph)} services ({kinds['managed']} managed, "
+        f"{kinds['oneshot']} oneshot, {kinds['external']} external), {edges} dependencies, "
+        f"{len(graph.generations())} start waves"
+    )
+
+
+def graph(
+    names: Names = None,
+    dot: Annotated[bool, typer.Option("--dot", help="Graphviz dot.")] = False,
+    mermaid: Annotated[bool, typer.Option("--mermaid", help="Mermaid `graph TD`.")] = False,
+    as_tree: Annotated[bool, typer.Option("--tree", help="A tree (the default).")] = False,
+    timings: Annotated[
+        bool, typer.Option("--timings", help="With --dot: colour by the last up's start→ready.")
+    ] = False,
+) -> None:
+    """Draw the dependency graph (of SERVICE… and what they need)."""
+    from svcorch import render
+
+    if sum((dot, mermaid, as_tree)) > 1:
+        raise UsageError("choose one of --dot, --mermaid, --tree")
+    catalogue, full = load()
+    selected = full.select_up(names) if names else set(full.names)
+    sub = full.subgraph(selected)
+    if timings and not dot:
+        raise UsageError("--timings goes with --dot")
+    if dot:
+        durations = None
+        if timings:
+            from svcorch.commands import analyze
+
+            durations = analyze.durations(state_layout())
+        write(render.dot(catalogue, sub, durations))
+    elif mermaid:
+        write(render.mermaid(catalogue, sub))
+    else:
+        console().print(render.tree(catalogue, sub))
+
+
+def config(json_output: JsonFlag = False) -> None:
+    """Print the resolved catalogue (interpolated, defaults filled, secrets as ***)."""
+    from svcorch import render
+
+    catalogue, _ = load()
+    data = render.resolved_catalogue(catalogue)
+    write(render.json_text(data) if want_json(json_output) else render.yaml_text(data))
+
+
+def schema() -> None:
+    """Print the JSON Schema of services.yaml (for editors)."""
+    from svcorch import render
+
+    write(render.json_text(render.json_schema()))
+
+
+def import_supervisor(
+    path: Annotated[Path, typer.Argument(help="A supervisord.conf to convert.")],
+) -> None:
+    """Convert a supervisord config into a services.yaml skeleton (printed to stdout)."""
+    from svcorch.importers.supervisor import convert
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"{path}: {exc.strerror or exc}") from None
+    result = convert(text, source=str(path.absolute()))
+    for warning in result.warnings:
+        sys.stderr.write(f"warning: {warning}\n")
+    write(result.yaml)

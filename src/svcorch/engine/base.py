@@ -1,0 +1,117 @@
+"""What the engine's parts share: the services' runtimes, the graph, the bus and processes.
+
+The scheduler (``scheduler.py``) and supervision (``supervision.py``) are two halves of one
+engine that call each other: a start gates on readiness and hands over to supervision; a
+restart goes back through a start. Each half declares here what it needs of the other, so
+each module can be read, and type-checked, on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from svcorch.catalogue import service_environment
+from svcorch.engine.events import EventBus
+from svcorch.engine.processes import ProcessControl
+from svcorch.engine.service import Runtime, StartFailure
+from svcorch.graph import ServiceGraph
+from svcorch.model import Catalogue, Service
+from svcorch.probes.base import Probe, ProbeContext, ProbeOptions, ProbeResult
+from svcorch.state import StateLayout
+
+if TYPE_CHECKING:
+    from svcorch.engine.scheduler import Outcome
+
+ProbeFactory = Callable[[ProbeOptions, ProbeContext], Probe]
+
+# Each probe attempt blocks a worker thread (client libraries are blocking). asyncio's default
+# pool has cpu+4 threads: six silent servers (attempts waiting out their timeouts) would stall
+# every other probe. Threads are made only when needed, so a big pool costs nothing idle.
+PROBE_THREADS = 64
+
+
+class EngineBase:
+    """The state both halves of the engine work on. Touched only on the loop."""
+
+    layout: StateLayout
+    catalogue: Catalogue
+    graph: ServiceGraph
+    runtimes: dict[str, Runtime]
+    bus: EventBus
+    processes: ProcessControl
+    probe_factory: ProbeFactory
+    environ: dict[str, str]
+    _pool_loop: asyncio.AbstractEventLoop | None = None
+
+    # -- what a service runs with ------------------------------------------------------------
+
+    def environment(self, service: Service) -> dict[str, str]:
+        env = service_environment(self.catalogue, service, self.environ)
+        env["SVCORCH_SERVICE"] = service.name
+        env["SVCORCH_STATE_DIR"] = str(self.layout.root)
+        # tools installed beside svcorch (gunicorn, celery in its venv) are found first
+        bindir = str(Path(sys.executable).parent)
+        path = env.get("PATH", os.defpath)
+        if bindir not in path.split(os.pathsep):
+            env["PATH"] = bindir + os.pathsep + path
+        return env
+
+    def placement(self, service: Service) -> tuple[Path, dict[str, str]]:
+        """Where and with what environment the service's commands run."""
+        base = self.catalogue.base_dir
+        return (base / service.cwd if service.cwd else base), self.environment(service)
+
+    def probe(self, runtime: Runtime, options: ProbeOptions) -> Probe:
+        """A probe for this start of the service (a log probe reads from where it began)."""
+        context = ProbeContext(
+            service=runtime.name,
+            base_dir=self.catalogue.base_dir,
+            env=self.environment(runtime.service),
+            log_path=self.layout.service_log(runtime.name),
+            log_offset=runtime.log_offset,
+        )
+        return self.probe_factory(options, context)
+
+    def probe_pool(self) -> None:
+        """Probe attempts run on the loop's default executor (``asyncio.to_thread``): make it
+        big enough for many services probing at once, once per loop."""
+        loop = asyncio.get_running_loop()
+        if self._pool_loop is not loop:
+            self._pool_loop = loop
+            loop.set_default_executor(
+                ThreadPoolExecutor(max_workers=PROBE_THREADS, thread_name_prefix="svcorch-probe")
+            )
+
+    # -- declared by the scheduler -----------------------------------------------------------
+
+    async def down(self, names: Iterable[str], *, timeout: float | None = None) -> Outcome:
+        raise NotImplementedError
+
+    def launch(self, runtime: Runtime) -> None:
+        raise NotImplementedError
+
+    async def run_managed(self, runtime: Runtime) -> None:
+        raise NotImplementedError
+
+    async def run_oneshot(self, runtime: Runtime) -> None:
+        raise NotImplementedError
+
+    # -- declared by supervision -------------------------------------------------------------
+
+    async def gate(self, runtime: Runtime) -> StartFailure | None:
+        raise NotImplementedError
+
+    async def wait_ready(self, runtime: Runtime, options: ProbeOptions) -> ProbeResult:
+        raise NotImplementedError
+
+    async def start_failed(self, runtime: Runtime, failure: StartFailure) -> None:
+        raise NotImplementedError
+
+    async def supervise(self, runtime: Runtime) -> None:
+        raise NotImplementedError

@@ -1,0 +1,232 @@
+"""The engine: a catalogue's services, their runtimes, and the life of the whole.
+
+``Engine`` puts the parts together: the scheduler (up, down, restart over the graph),
+supervision (gate, watch, restart policy), the event bus, process control and the state
+writer. It also holds what belongs to no one part: taking a (re)loaded catalogue, adopting
+the services a previous daemon left running, status rows, log rotation and closing down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+
+from svcorch import process
+from svcorch.engine.base import ProbeFactory
+from svcorch.engine.events import Event, EventBus
+from svcorch.engine.persist import StateWriter
+from svcorch.engine.processes import ProcessControl
+from svcorch.engine.scheduler import Scheduling
+from svcorch.engine.service import (
+    HAS_PROCESS,
+    IN_PROGRESS,
+    Runtime,
+    ServiceStatus,
+    State,
+    status_of,
+)
+from svcorch.engine.supervision import Supervision
+from svcorch.errors import ProcessError
+from svcorch.graph import ServiceGraph
+from svcorch.model import Catalogue, Kind
+from svcorch.probes import registry
+from svcorch.probes.base import Probe, ProbeContext, ProbeOptions
+from svcorch.state import ServiceRecord, StateFile, StateLayout, rotate_if_needed
+
+log = logging.getLogger("svcorch.engine")
+
+ROTATE_EVERY = 2.0  # seconds between log size checks; housekeeping, not readiness
+
+
+def registry_probe(options: ProbeOptions, context: ProbeContext) -> Probe:
+    probe_type = registry.get(options.type)
+    if probe_type is None:
+        raise ProcessError(f"unknown probe type {options.type!r}")
+    return probe_type.create(options, context)
+
+
+class Engine(Scheduling, Supervision):
+    """Starts, supervises and stops the services of one catalogue."""
+
+    def __init__(
+        self,
+        catalogue: Catalogue,
+        layout: StateLayout,
+        *,
+        die_with_parent: bool = False,
+        probe_factory: ProbeFactory = registry_probe,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.layout = layout
+        self.probe_factory = probe_factory
+        self.runtimes = {}
+        self.state_writer = StateWriter(StateFile(layout.state_file), self.records)
+        self.bus = EventBus(on_change=self.state_writer.schedule)
+        self.processes = ProcessControl(
+            layout, self.bus, self.placement, die_with_parent=die_with_parent
+        )
+        self._housekeeping: asyncio.Task[None] | None = None
+        self._retiring: set[asyncio.Task[None]] = set()  # stopping services no longer listed
+        self.environ = dict(os.environ if environ is None else environ)
+        self.load(catalogue)  # sets catalogue and graph (built once, cycles checked once)
+
+    # -- catalogue ---------------------------------------------------------------------------
+
+    def load(self, catalogue: Catalogue, environ: Mapping[str, str] | None = None) -> None:
+        """Take a (re)loaded catalogue; running services keep their processes."""
+        self.catalogue = catalogue
+        self.graph = ServiceGraph.from_catalogue(catalogue)
+        if environ is not None:
+            self.environ = dict(environ)
+        for name, service in catalogue.services.items():
+            runtime = self.runtimes.get(name)
+            if runtime is None:
+                self.runtimes[name] = Runtime(name=name, service=service)
+            else:
+                runtime.service = service
+        for name in [n for n in self.runtimes if n not in catalogue.services]:
+            # nothing could stop it any more (down works from the catalogue): stop it now
+            runtime = self.runtimes.pop(name)
+            if runtime.alive or runtime.busy():
+                log.warning("%s is no longer in the catalogue: stopping it", name)
+                task = asyncio.get_running_loop().create_task(self._retire(runtime))
+                self._retiring.add(task)
+                task.add_done_callback(self._retiring.discard)
+
+    async def _retire(self, runtime: Runtime) -> None:
+        task = runtime.task
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.processes.running(runtime):
+            await self.processes.stop(runtime, reason="removed from the catalogue")
+
+    # -- events and the state file -----------------------------------------------------------
+
+    def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
+        return self.bus.subscribe(callback)
+
+    def records(self) -> dict[str, ServiceRecord]:
+        return {name: runtime.to_record() for name, runtime in self.runtimes.items()}
+
+    async def flush(self) -> None:
+        """Return once state.json holds every transition made so far."""
+        await self.state_writer.flush()
+
+    def persist_now(self) -> None:
+        """Write state.json at once, on this thread (for a process about to exit)."""
+        self.state_writer.write_now()
+
+    # -- adoption ----------------------------------------------------------------------------
+
+    def adopt(self, records: Mapping[str, ServiceRecord]) -> list[str]:
+        """Take over services a previous daemon started that are still alive."""
+        self.probe_pool()
+        adopted = []
+        for name, saved in records.items():
+            runtime = self.runtimes.get(name)
+            if runtime is None:
+                continue
+            runtime.restarts = saved.restarts
+            runtime.generation = saved.generation
+            runtime.started_at = saved.started_at
+            runtime.ready_at = saved.ready_at
+            recorded = saved.process()
+            if recorded is None:
+                if saved.state == State.COMPLETED.value:
+                    runtime.state = State.COMPLETED
+                continue
+            if process.is_same_process(recorded):
+                runtime.record = recorded
+                runtime.exited = self.processes.watch_exit(recorded, popen=None)
+                was_ready = saved.state in (State.READY.value, State.UNREADY.value)
+                runtime.task = asyncio.get_running_loop().create_task(
+                    self.guarded(runtime, self._supervise_adopted(runtime, was_ready))
+                )
+                adopted.append(name)
+            elif saved.state in {s.value for s in HAS_PROCESS | {State.BACKOFF}}:
+                runtime.record = recorded  # group members may remain; down still stops them
+                runtime.exited_at = saved.exited_at or time.time()
+                self.bus.set(runtime, State.EXITED, "exited while no svcorch daemon was watching")
+        self.state_writer.schedule()
+        return adopted
+
+    async def _supervise_adopted(self, runtime: Runtime, was_ready: bool) -> None:
+        if runtime.service.kind is Kind.ONESHOT:
+            self.bus.set(runtime, State.RUNNING, "adopted")
+            await self.finish_oneshot(runtime)
+            return
+        if was_ready:
+            self.bus.set(runtime, State.READY, "adopted")
+        else:
+            self.bus.set(runtime, State.STARTING, "adopted; probing again")
+            failure = await self.gate(runtime)
+            if failure is not None:
+                await self.start_failed(runtime, failure)
+                return
+        await self.supervise(runtime)
+
+    # -- status ------------------------------------------------------------------------------
+
+    def status(self, names: Iterable[str] | None = None) -> list[ServiceStatus]:
+        wanted = set(names) if names else None
+        now = time.time()
+        records = self.records()
+        return [
+            status_of(
+                self.runtimes[name].service, records[name], now, alive=self.runtimes[name].alive
+            )
+            for name in self.graph.start_order()
+            if wanted is None or name in wanted
+        ]
+
+    def anything_running(self) -> bool:
+        return bool(self._retiring) or any(
+            r.alive or r.state in IN_PROGRESS
+            for r in self.runtimes.values()
+            if r.service.kind is not Kind.EXTERNAL
+        )
+
+    # -- housekeeping ------------------------------------------------------------------------
+
+    def start_housekeeping(self) -> None:
+        """Rotate the logs of running services by size."""
+        if self._housekeeping is None:
+            self._housekeeping = asyncio.get_running_loop().create_task(self._rotate_logs())
+
+    async def _rotate_logs(self) -> None:
+        logs = self.catalogue.logs
+        while True:
+            await asyncio.sleep(ROTATE_EVERY)
+            for name, runtime in self.runtimes.items():
+                if runtime.alive:
+                    try:
+                        await asyncio.to_thread(
+                            rotate_if_needed,
+                            self.layout.service_log(name),
+                            logs.max_size,
+                            logs.backups,
+                        )
+                    except OSError:
+                        log.exception("rotating the log of %s failed", name)
+
+    async def close(self) -> None:
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeping
+        for runtime in self.runtimes.values():
+            if runtime.task is not None and not runtime.task.done():
+                runtime.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await runtime.task
+        await asyncio.gather(*self._retiring, return_exceptions=True)
+        await self.flush()
+        if self.state_writer.pending:
+            self.persist_now()  # never written yet (nothing happened), or a last change
+        self.state_writer.close()

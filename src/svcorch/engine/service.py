@@ -1,0 +1,212 @@
+"""One service's state machine: its states, its runtime record, and the rules that read them.
+
+The transitions themselves are made by the scheduler and by supervision, always through
+``EventBus.set`` so that each one is an event. Touched only on the engine's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from svcorch.model import Condition, Kind, Service
+from svcorch.process import ProcessRecord
+from svcorch.state import ServiceRecord
+
+
+class State(StrEnum):
+    """Where one service is. See docs/architecture.md for the transitions."""
+
+    STOPPED = "stopped"
+    WAITING = "waiting"  # for its dependencies
+    STARTING = "starting"  # spawned, readiness probe running
+    READY = "ready"
+    UNREADY = "unready"  # ready before, liveness failing now (below the threshold)
+    RUNNING = "running"  # a oneshot that has not exited yet
+    COMPLETED = "completed"  # a oneshot that exited 0
+    PROBING = "probing"  # an external service being waited for
+    BACKOFF = "backoff"  # waiting before a restart
+    EXITED = "exited"  # exited and not restarted (policy, or not watched)
+    FAILED = "failed"
+    FATAL = "fatal"  # too many restarts; stays down until the next explicit up/restart
+    BLOCKED = "blocked"  # a dependency failed, so it was never started
+    STOPPING = "stopping"
+
+
+SETTLED_OK = frozenset({State.READY, State.UNREADY, State.COMPLETED})
+SETTLED_BAD = frozenset({State.FAILED, State.FATAL, State.BLOCKED, State.EXITED})
+IN_PROGRESS = frozenset(
+    {State.WAITING, State.STARTING, State.RUNNING, State.PROBING, State.BACKOFF}
+)
+HAS_PROCESS = frozenset({State.STARTING, State.READY, State.UNREADY, State.RUNNING, State.STOPPING})
+
+
+@dataclass
+class Runtime:
+    """The engine's view of one service. Touched only on the loop."""
+
+    name: str
+    service: Service
+    state: State = State.STOPPED
+    detail: str = ""
+    record: ProcessRecord | None = None
+    popen: subprocess.Popen[bytes] | None = None
+    exited: asyncio.Future[int | None] | None = None
+    exit_code: int | None = None
+    started_at: float | None = None
+    ready_at: float | None = None
+    exited_at: float | None = None
+    restarts: int = 0
+    restart_times: deque[float] = field(default_factory=deque)
+    consecutive_failures: int = 0
+    generation: int = 0
+    task: asyncio.Task[None] | None = None
+    log_offset: int = 0
+    liveness_failed: bool = False
+    paused_by: str | None = None  # stopped while this dependency restarts; resumed after it
+
+    @property
+    def alive(self) -> bool:
+        return self.exited is not None and not self.exited.done()
+
+    def busy(self) -> bool:
+        """Something is bringing it up already: an up in progress, or its own restart."""
+        if self.state in IN_PROGRESS:
+            return True
+        return self.task is not None and not self.task.done()
+
+    def record_exit(self, code: int | None) -> None:
+        self.exit_code = code
+        self.exited_at = time.time()
+
+    def to_record(self) -> ServiceRecord:
+        """What state.json keeps of it."""
+        record = self.record
+        return ServiceRecord(
+            name=self.name,
+            state=self.state.value,
+            pid=record.pid if record else None,
+            pgid=record.pgid if record else None,
+            create_time=record.create_time if record else None,
+            started_at=self.started_at,
+            ready_at=self.ready_at,
+            exited_at=self.exited_at,
+            exit_code=self.exit_code,
+            restarts=self.restarts,
+            detail=self.detail or None,
+            generation=self.generation,
+        )
+
+
+@dataclass(frozen=True)
+class StartFailure:
+    """Why a start failed; ``final`` when retrying cannot help (a port held by another
+    process, a program that does not exist, wrong credentials): no backoff, fail now."""
+
+    reason: str
+    final: bool = False
+
+
+class Blocked(Exception):
+    """A dependency failed while this service waited for it."""
+
+
+def condition_met(dependency: Runtime, condition: Condition) -> bool:
+    """Whether ``dependency`` is where an edge with ``condition`` needs it to be."""
+    state = dependency.state
+    if dependency.service.kind is Kind.ONESHOT:
+        if condition is Condition.STARTED:
+            return state in (State.RUNNING, State.COMPLETED)
+        return state is State.COMPLETED
+    if condition is Condition.STARTED:
+        return state in (State.STARTING, State.READY, State.UNREADY)
+    return state in (State.READY, State.UNREADY)
+
+
+def dependency_failed(dependency: Runtime) -> bool:
+    return dependency.state in SETTLED_BAD or dependency.state is State.STOPPED
+
+
+def waiting_detail(service: Service) -> str:
+    needs = [f"{d} {e.condition.value}" for d, e in service.depends_on.items()]
+    return ("for " + ", ".join(needs)) if needs else ""
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """What ``status`` shows for one service."""
+
+    service: str
+    kind: str
+    state: str
+    pid: int | None
+    uptime: float | None
+    restarts: int
+    detail: str
+    exit_code: int | None = None
+    started_at: float | None = None
+    ready_at: float | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "service": self.service,
+            "kind": self.kind,
+            "state": self.state,
+            "pid": self.pid,
+            "uptime": None if self.uptime is None else round(self.uptime, 3),
+            "restarts": self.restarts,
+            "detail": self.detail,
+            "exit_code": self.exit_code,
+            "started_at": self.started_at,
+            "ready_at": self.ready_at,
+        }
+
+
+def status_of(service: Service, record: ServiceRecord, now: float, *, alive: bool) -> ServiceStatus:
+    """One status row from a record; shared by the daemon and the no-daemon path."""
+    state = record.state
+    kind = service.kind
+    if kind is Kind.EXTERNAL:
+        shown = {"ready": "external-ok", "failed": "external-down"}.get(state, state)
+    elif state == State.EXITED.value:
+        shown = f"exited({record.exit_code if record.exit_code is not None else '?'})"
+    else:
+        shown = state
+    uptime = None
+    if alive and record.started_at is not None:
+        uptime = max(0.0, now - record.started_at)
+    return ServiceStatus(
+        service=record.name,
+        kind=kind.value,
+        state=shown,
+        pid=record.pid if alive else None,
+        uptime=uptime,
+        restarts=record.restarts,
+        detail=record.detail or "",
+        exit_code=record.exit_code,
+        started_at=record.started_at,
+        ready_at=record.ready_at,
+    )
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "an unknown status (not our child)"
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"code {code}"
+
+
+def monotonic_of(wall: float | None) -> float:
+    """A wall-clock instant expressed on the monotonic clock (for durations only)."""
+    if wall is None:
+        return time.monotonic()
+    return time.monotonic() - (time.time() - wall)
