@@ -220,7 +220,8 @@ class StateFile:
         except UnicodeDecodeError:
             raise StateCorrupt(self.path, "not UTF-8 text", content) from None
         except json.JSONDecodeError as exc:
-            reason = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+            # "Unterminated string starting at" + " at line 3" would say "at" twice
+            reason = f"{exc.msg.removesuffix(' at')} at line {exc.lineno} column {exc.colno}"
             raise StateCorrupt(self.path, reason, content) from None
         except RecursionError:
             raise StateCorrupt(self.path, "nested too deeply", content) from None
@@ -274,11 +275,12 @@ class StateFile:
         except StateCorrupt as exc:
             corrupt = exc
         kept_as = self.set_aside(corrupt)
-        records = salvage(corrupt.content)
+        records, named = salvage(corrupt.content)
         if refind is not None:
             records.update(refind())
         self.save(records)
-        return records, SetAside(self.path, kept_as, corrupt.reason, tuple(records))
+        lost = tuple(sorted(named - set(records)))
+        return records, SetAside(self.path, kept_as, corrupt.reason, tuple(records), lost)
 
     def set_aside(self, corrupt: StateCorrupt) -> Path:
         """Rename the corrupt file to ``state.json.corrupt-<time>`` (never over another)."""
@@ -381,8 +383,9 @@ _RECORD_OPEN = b"    {"
 _RECORD_CLOSE = (b"    }", b"    },")
 
 
-def salvage(content: bytes) -> dict[str, ServiceRecord]:
-    """Every intact, valid record of a corrupt state file's ``content``.
+def salvage(content: bytes) -> tuple[dict[str, ServiceRecord], set[str]]:
+    """Every intact, valid record of a corrupt state file's ``content``, and the name of
+    every service it mentions (so what was lost can be named).
 
     When the JSON parses (a wrong type, a pid out of range), each valid record is kept and
     the bad ones dropped. When it does not (truncated by a full disk, a crash, an editor),
@@ -394,22 +397,45 @@ def salvage(content: bytes) -> dict[str, ServiceRecord]:
     except (ValueError, RecursionError):
         return _salvage_lines(content)
     services = document.get("services") if isinstance(document, dict) else None
-    return _valid_records(services if isinstance(services, list) else [])
+    entries = services if isinstance(services, list) else []
+    return _valid_records(entries), _names(entries)
 
 
-def _salvage_lines(content: bytes) -> dict[str, ServiceRecord]:
+def _salvage_lines(content: bytes) -> tuple[dict[str, ServiceRecord], set[str]]:
     entries: list[object] = []
+    named: set[str] = set()
     block: list[bytes] | None = None
     for line in content.split(b"\n"):
         if line == _RECORD_OPEN:
             block = [b"{"]
         elif block is not None and line in _RECORD_CLOSE:
-            with contextlib.suppress(ValueError, RecursionError):
-                entries.append(json.loads(b"\n".join([*block, b"}"]).decode("utf-8")))
+            entries.append(_json_or_none(b"\n".join([*block, b"}"])))
             block = None
         elif block is not None:
             block.append(line)
-    return _valid_records(entries)
+            if line.startswith(_NAME_LINE):  # even an interrupted record may say whose it was
+                named.update(_names([{"name": _json_or_none(line[len(_NAME_LINE) :])}]))
+    return _valid_records(entries), named | _names(entries)
+
+
+_NAME_LINE = b'      "name": '
+
+
+def _json_or_none(text: bytes) -> object:
+    try:
+        return json.loads(text.rstrip(b",").decode("utf-8"), parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _names(entries: list[object]) -> set[str]:
+    return {
+        name
+        for entry in entries
+        if isinstance(entry, dict)
+        and isinstance(name := entry.get("name"), str)
+        and 0 < len(name) <= _STR_LENGTHS["name"][1]
+    }
 
 
 def _valid_records(entries: list[object]) -> dict[str, ServiceRecord]:
@@ -429,19 +455,27 @@ class SetAside:
     path: Path
     kept_as: Path
     reason: str
-    recovered: tuple[str, ...]
+    recovered: tuple[str, ...]  # services whose records carried on
+    lost: tuple[str, ...] = ()  # services it mentioned whose records could not be used
 
     def message(self) -> str:
         """One line for the user: what happened, where the file went, what carries on."""
         head = f"state file {self.path} was corrupt ({self.reason}); kept it as {self.kept_as}"
+        if self.recovered:
+            head += f" and carried on with the records it still held ({', '.join(self.recovered)})"
+        else:
+            head += " and started a new one"
+        if self.lost:
+            return (
+                f"{head}; lost the record of {', '.join(self.lost)}: if it still runs, svcorch"
+                " no longer tracks it (see docs/operations.md)"
+            )
         if not self.recovered:
             return (
-                f"{head} and started a new one: services it listed are no longer tracked"
-                " (docs/operations.md: a corrupt state file)"
+                f"{head}: services it listed, if any, are no longer tracked"
+                " (see docs/operations.md)"
             )
-        count = len(self.recovered)
-        names = ", ".join(self.recovered)
-        return f"{head} and carried on with the {count} service record(s) it still held: {names}"
+        return head
 
 
 # --- the lock ------------------------------------------------------------------------------
