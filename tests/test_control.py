@@ -3,11 +3,16 @@ with one line saying why (the real daemon is fuzzed in tests/reliability)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from svcorch import control
 from svcorch.control import (
     MAX_DEPTH,
     BadRequest,
@@ -15,6 +20,8 @@ from svcorch.control import (
     decode,
     valid_pid,
 )
+from svcorch.state import StateLayout
+from svcorch.supervisor import Daemon
 
 
 def nested(depth: int) -> dict[str, Any]:
@@ -110,3 +117,28 @@ def test_each_bad_field_is_named(message: dict[str, Any], error: str) -> None:
 )
 def test_a_pid_in_an_answer_is_used_only_when_it_is_one(value: object, pid: int | None) -> None:
     assert valid_pid(value) == pid
+
+
+def test_the_daemon_drops_a_client_that_leaves_its_answers_unread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SEND_TIMEOUT, over a real socket pair: the peer never reads, the kernel buffer fills,
+    and the daemon gives up on it instead of waiting forever (docs/control.md)."""
+    monkeypatch.setattr(control, "SEND_TIMEOUT", 0.2)
+    daemon = Daemon(StateLayout(tmp_path), tmp_path / "services.yaml")
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+
+    async def scenario() -> float:
+        _, writer = await asyncio.open_unix_connection(sock=ours)
+        started = time.monotonic()
+        for _ in range(50):  # 50 answers of 1 MiB each: far more than any socket buffer
+            await daemon._send(writer, {"event": {"detail": "x" * (1 << 20)}})
+        took = time.monotonic() - started
+        assert writer.is_closing()
+        return took
+
+    try:
+        took = asyncio.run(scenario())
+    finally:
+        theirs.close()
+    assert took < 5.0  # one SEND_TIMEOUT, then every later send is skipped at once

@@ -172,6 +172,7 @@ def test_with_the_daemon_running_the_file_is_set_aside_and_written_again(stack: 
     assert all(gone(pid) for pid in before.values())  # the down stopped both
     kept = sorted(stack.state_dir.glob("state.json.corrupt-*"))
     assert len(kept) == len(WHOLE_FILE)  # one each, none overwritten
+    assert stack.daemon_log().count("was corrupt") == len(WHOLE_FILE)  # logged there too
 
 
 def test_with_the_daemon_killed_up_sets_aside_adopts_and_down_stops(stack: Stack) -> None:
