@@ -165,9 +165,9 @@ def test_a_state_dir_loosened_while_the_daemon_runs_is_tightened_back(stack: Sta
 
 def test_a_state_dir_or_file_others_can_write_or_own_is_refused(stack: Stack) -> None:
     stack.ok("up")
-    for loose in (0o777, 0o775, 0o770):
+    for loose, commands in ((0o777, ("status", "down", "up", "logs")), (0o770, ("status",))):
         stack.state_dir.chmod(loose)
-        for command in ("status", "down", "up", "logs"):
+        for command in commands:
             result = timed(stack, f"{command}, state dir {loose:04o}", command)
             assert result.returncode == 2, (command, result.stdout, result.stderr)
             assert result.stderr.splitlines() == [
