@@ -411,7 +411,11 @@ def main(argv: list[str] | None = None) -> int:
         help="fork once more so the daemon is nobody's child but init's; print its pid",
     )
     args = parser.parse_args(argv)
-    layout = StateLayout(ensure_state_dir(args.state_dir.absolute()))
+    try:
+        layout = StateLayout(ensure_state_dir(args.state_dir.absolute()))
+    except SvcorchError as exc:  # an unsafe state dir: one line for the starter to show
+        sys.stderr.write(f"svcorch daemon: {exc}\n")
+        return exc.exit_code
     if args.detach:
         _detach(layout)
     _lean_malloc()
