@@ -4,6 +4,8 @@ do is refused by `svcorch validate` with one located line (docs/probes.md, "Patt
 from __future__ import annotations
 
 import http.server
+import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -161,3 +163,23 @@ def test_validate_accepts_the_evil_pattern_since_it_is_harmless_here(tmp_path: P
     code, stderr, stdout = _validate(tmp_path, "{type: log, pattern: '(a+)+$'}")
     assert (code, stderr) == (0, "")
     assert "ok" in stdout
+
+
+def test_re2_loads_only_where_a_pattern_is_compiled(tmp_path: Path) -> None:
+    """RE2 is light (a few ms) but still loaded on first use only, like probe clients."""
+    # an http probe without `body`: its module (and probes.pattern) load, RE2 need not
+    (tmp_path / "services.yaml").write_text(
+        "version: 1\nservices:\n  web: {command: x, ready: {type: http, url: 'http://h/'}}\n"
+    )
+    script = (
+        "import contextlib, io, sys\n"
+        "from svcorch.cli import run\n"
+        "for argv in (['--help'], ['validate']):\n"
+        "    with contextlib.redirect_stdout(io.StringIO()):\n"
+        "        run(argv)\n"
+        "print('re2' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "False"
