@@ -98,6 +98,7 @@ def test_the_depth_bound_is_exact() -> None:
         ({"op": "up", "services": ["x" * 300]}, "`services` must be a list of names"),
         ({"op": "up", "profiles": {"a": 1}}, "`profiles` must be a list of names"),
         ({"op": "up", "rollback": "yes"}, "`rollback` must be true or false, got 'yes'"),
+        ({"op": "up", "no_recreate": 1}, "`no_recreate` must be true or false, got 1"),
         ({"op": "down", "timeout": -1}, "`timeout` must be seconds from 0 to 604800, got -1"),
         ({"op": "down", "timeout": True}, "`timeout` must be seconds"),
         ({"op": "down", "timeout": 2**70}, "`timeout` must be seconds"),

@@ -100,7 +100,7 @@ def test_state_file_holds_no_environment_or_command_line(tmp_path: Path) -> None
     keys = {key for record in document["services"] for key in record}
     assert keys == {
         "name", "state", "pid", "pgid", "create_time", "started_at", "ready_at",
-        "exited_at", "exit_code", "restarts", "detail", "generation",
+        "exited_at", "exit_code", "restarts", "detail", "generation", "fingerprint",
     }  # fmt: skip
 
 
@@ -375,10 +375,12 @@ def test_a_truncated_file_is_set_aside_keeping_every_whole_record(tmp_path: Path
     assert state.load() == records  # the new file holds what carried on
     assert set_aside.recovered == ("redis",)
     assert set_aside.lost == ()  # the cut came before the record said whose it was
+    with pytest.raises(json.JSONDecodeError) as where:
+        json.loads(cut)
     assert set_aside.message() == (
-        f"state file {state.path} was corrupt (Unterminated string starting at line 23"
-        f" column 7); kept it as {set_aside.kept_as} and carried on with the records it"
-        " still held (redis)"
+        f"state file {state.path} was corrupt (Unterminated string starting at line"
+        f" {where.value.lineno} column {where.value.colno}); kept it as {set_aside.kept_as}"
+        " and carried on with the records it still held (redis)"
     )
 
 

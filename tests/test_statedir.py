@@ -22,7 +22,14 @@ def mode(path: Path) -> int:
 @pytest.fixture
 def state_dir(tmp_path: Path) -> StateLayout:
     layout = StateLayout(ensure_state_dir(tmp_path / "state"))
-    for name in ("state.json", "daemon.log", "crash.log", "lock", "state.json.corrupt-1"):
+    for name in (
+        "state.json",
+        "daemon.log",
+        "crash.log",
+        "lock",
+        "fingerprint.key",
+        "state.json.corrupt-1",
+    ):
         (layout.root / name).write_text("x")
     layout.service_log("web").write_text("x")
     (layout.logs_dir / "web.log.1").write_text("x")
@@ -55,7 +62,14 @@ def test_readable_by_others_is_tightened_back(state_dir: StateLayout) -> None:
 
     assert mode(state_dir.root) == 0o700
     assert mode(state_dir.logs_dir) == 0o700
-    for name in ("state.json", "daemon.log", "crash.log", "lock", "state.json.corrupt-1"):
+    for name in (
+        "state.json",
+        "daemon.log",
+        "crash.log",
+        "lock",
+        "fingerprint.key",
+        "state.json.corrupt-1",
+    ):
         assert mode(state_dir.root / name) == 0o600, name
     assert mode(state_dir.service_log("web")) == 0o600
     assert mode(state_dir.logs_dir / "web.log.1") == 0o600

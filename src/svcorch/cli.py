@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 import typer
 
-from svcorch import cli_catalogue, cli_check, cli_runtime
+from svcorch import cli_catalogue, cli_check, cli_export, cli_runtime
 from svcorch.cli_base import (
     EXIT_CRASH,
     EXIT_INTERRUPTED,
@@ -58,6 +58,7 @@ COMMANDS: dict[str, Callable[..., Any]] = {  # in the order `--help` lists them
     "logs": cli_runtime.logs,
     "analyze": cli_runtime.analyze,
     "check": cli_check.check,
+    "export": cli_export.export,
 }
 for name, command in COMMANDS.items():
     app.command(name)(command)

@@ -206,11 +206,22 @@ def up(
     rollback: Annotated[
         bool, typer.Option("--rollback", help="On failure, stop what this up started.")
     ] = False,
+    no_recreate: Annotated[
+        bool,
+        typer.Option(
+            "--no-recreate",
+            help="Keep running services as they are even if their definition changed.",
+        ),
+    ] = False,
     json_output: JsonFlag = False,
 ) -> None:
-    """Start SERVICE… and what they need, bottom-up, each gated on its readiness probe."""
+    """Start SERVICE… and what they need, bottom-up, each gated on its readiness probe.
+
+    Running services whose definition changed (command, env after interpolation, probes…)
+    are recreated, and the changed keys are named."""
     if not dry_run and not foreground:
-        _act("up", {"services": list(names or []), "rollback": rollback}, json_output)
+        fields = {"services": list(names or []), "rollback": rollback, "no_recreate": no_recreate}
+        _act("up", fields, json_output)
         return
     from svcorch import plan, render
 
@@ -218,12 +229,34 @@ def up(
     selected = plan.select_up(catalogue, graph, names or [], options().profiles)
     if dry_run:
         start_plan = plan.up_plan(catalogue, graph, selected)
+        recreate = {} if no_recreate else _recreate_plan(list(names or []))
         if want_json(json_output):
-            write(render.json_text(start_plan.to_json()))
+            write(render.json_text({**start_plan.to_json(), "recreate": recreate}))
         else:
+            console().print(render.recreate_text(recreate, planned=True), end="")
             console().print(render.plan_text(start_plan), end="")
         return
     raise typer.Exit(_foreground(catalogue, selected))
+
+
+def _recreate_plan(names: list[str]) -> dict[str, list[str]]:
+    """What the running daemon would recreate for an up now; nothing when none runs."""
+    from svcorch import control
+
+    connection = control.connect(_layout().socket)
+    if connection is None:
+        return {}
+    message = {
+        "op": "plan",
+        "file": str(options().file.absolute()),
+        "environ": _environ(),
+        "services": names,
+        "profiles": options().profiles,
+    }
+    with connection:
+        result = connection.request(message)
+    recreate = result.get("recreate") or {}
+    return {str(k): [str(c) for c in v] for k, v in recreate.items()}
 
 
 def _foreground(catalogue: Any, selected: set[str]) -> int:

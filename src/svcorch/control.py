@@ -35,7 +35,7 @@ SEND_TIMEOUT = 30.0  # seconds a client may leave the daemon's answers unread
 MAX_NAME = 256  # a service or profile name in a request
 MAX_SECONDS = 7 * 24 * 3600.0  # a stop timeout; a week is already no timeout at all
 PID_MAX = 1 << 22  # PID_MAX_LIMIT of 64-bit Linux
-OPS = ("ping", "up", "down", "restart", "status")
+OPS = ("ping", "up", "down", "restart", "status", "plan")
 
 
 class RemoteError(DaemonError):
@@ -102,6 +102,7 @@ class Request:
     services: tuple[str, ...] = ()
     profiles: tuple[str, ...] = ()
     rollback: bool = False
+    no_recreate: bool = False
     timeout: float | None = None
 
     @classmethod
@@ -117,6 +118,7 @@ class Request:
             services=_names(message.get("services"), "services"),
             profiles=_names(message.get("profiles"), "profiles"),
             rollback=_flag(message.get("rollback"), "rollback"),
+            no_recreate=_flag(message.get("no_recreate"), "no_recreate"),
             timeout=_seconds(message.get("timeout"), "timeout"),
         )
 

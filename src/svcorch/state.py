@@ -91,6 +91,38 @@ class StateLayout:
     def lock(self) -> Path:
         return self.root / "lock"
 
+    @property
+    def fingerprint_key(self) -> Path:
+        return self.root / "fingerprint.key"
+
+
+KEY_BYTES = 32
+
+
+def fingerprint_key(layout: StateLayout) -> bytes:
+    """The state dir's random key for fingerprints (0600), made on first use.
+
+    Fingerprints are keyed so that a ``state.json`` shown to someone (a bug report) cannot be
+    used to guess a short password offline from its hash.
+    """
+    path = layout.fingerprint_key
+    try:
+        key = path.read_bytes()
+        if len(key) == KEY_BYTES:
+            return key
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise StateError(f"cannot read {path}: {_reason(exc)}") from exc
+    key = os.urandom(KEY_BYTES)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(key)
+    except OSError as exc:
+        raise StateError(f"cannot write {path}: {_reason(exc)}") from exc
+    return key
+
 
 def ensure_state_dir(path: Path) -> Path:
     """Create the state directory and ``logs/`` (both 0700) and check them; return it.
@@ -122,7 +154,12 @@ _INT_RANGES = {
 }
 _FLOAT_FIELDS = frozenset({"create_time", "started_at", "ready_at", "exited_at"})
 _TIME_MAX = float(1 << 40)  # epoch seconds, about the year 36800
-_STR_LENGTHS = {"name": (1, 256), "state": (1, 64), "detail": (0, 64 * 1024)}
+_STR_LENGTHS = {
+    "name": (1, 256),
+    "state": (1, 64),
+    "detail": (0, 64 * 1024),
+    "fingerprint": (0, 256),  # a keyed hash (svcorch.fingerprint)
+}
 
 
 @dataclass
@@ -145,6 +182,7 @@ class ServiceRecord:
     restarts: int = 0
     detail: str | None = None
     generation: int = 0
+    fingerprint: str | None = None  # of what runs (svcorch.fingerprint): a hash, no values
 
     def process(self) -> ProcessRecord | None:
         """The recorded process identity, when there is one to find again."""

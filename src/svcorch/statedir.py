@@ -11,8 +11,8 @@ state file says which processes svcorch may signal. So on every command:
   nobody could have changed it.
 
 Only svcorch's own files are looked at (``state.json``, ``daemon.log``, ``crash.log``,
-``lock``, ``svcorch.sock``, set-aside state files, and ``logs/``): ``data/`` and anything
-else belong to the services. Symbolic links are neither followed nor changed.
+``lock``, ``svcorch.sock``, ``fingerprint.key``, set-aside state files, and ``logs/``):
+``data/`` and anything else belong to the services. Symbolic links are neither followed nor changed.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ PRIVATE_DIR = 0o700
 PRIVATE_FILE = 0o600
 _OTHERS_WRITE = 0o022
 _OTHERS_ANY = 0o077
-_OWN_NAMES = ("state.json", "daemon.log", "crash.log", "lock", "svcorch.sock")
+_OWN_NAMES = ("state.json", "daemon.log", "crash.log", "lock", "svcorch.sock", "fingerprint.key")
 _OWN_PREFIXES = ("state.json.corrupt-", ".state.json.")
 
 

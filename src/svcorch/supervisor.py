@@ -22,6 +22,7 @@ import signal
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from svcorch import control, plan
 from svcorch.control import Request
 from svcorch.engine import Engine, Event
 from svcorch.errors import CatalogueError, DaemonError, SvcorchError
+from svcorch.graph import ServiceGraph
 from svcorch.model import Catalogue
 from svcorch.state import StateCorrupt, StateFile, StateLayout, StateLock, ensure_state_dir
 from svcorch.statedir import open_private, secure
@@ -63,9 +65,11 @@ class Daemon:
         self.acted = False  # an up, down or restart was asked for
         self.shutting_down = False  # a signal: everything is being stopped, then we exit
         self.busy = 0
-        self._loaded: tuple[object, ...] | None = None  # what the catalogue was loaded from
+        self._loaded: tuple[object, ...] | None = None  # what the snapshot was loaded from
         self._env_files: list[Path] = []
-        self.notices: list[str] = []  # for the next client that is not a ping
+        # the file on disk, loaded with the snapshot's environment, for status's drift marks
+        self._on_disk: tuple[tuple[object, ...], Catalogue | None] | None = None
+        self.notices: list[str] = []  # for the next client that asks for a status or an action
         self._state_seen: tuple[int, int, int] | None = None  # state.json as last verified
 
     async def run(self) -> int:
@@ -73,7 +77,7 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(sig, self._on_signal, sig)
         try:
-            self._reload(Request(op="up", file=str(self.file), environ=dict(os.environ)))
+            self._snapshot(Request(op="up", file=str(self.file), environ=dict(os.environ)))
         except CatalogueError as exc:
             # serve anyway: the request that started us gets every problem, then we exit
             log.error("the catalogue does not load:\n%s", exc)
@@ -219,8 +223,21 @@ class Daemon:
         for notice in notices:
             await self._send(writer, {"notice": notice})
 
-    def _reload(self, request: Request) -> Engine:
-        """The engine over the request's catalogue, loaded again only when it changed."""
+    # -- the deployment snapshot -------------------------------------------------------------
+    #
+    # An up resolves its caller's catalogue and environment once; that snapshot is what every
+    # later start uses (restart, autorestart, liveness), whoever types the next command. Only
+    # an up replaces it, recreating the running services whose definition changed.
+
+    def _snapshot(self, request: Request) -> Engine:
+        """The engine over the current snapshot; the first request of a daemon makes it."""
+        if self.engine is None:
+            self._deploy(request)
+        assert self.engine is not None
+        return self.engine
+
+    def _deploy(self, request: Request) -> Engine:
+        """The request's catalogue and environment become the snapshot (an up)."""
         environ = request.environ if request.environ is not None else dict(os.environ)
         file = Path(request.file) if request.file is not None else self.file
         if self.engine is not None and self._source(file, environ) == self._loaded:
@@ -233,6 +250,7 @@ class Daemon:
             for name in ([env_files] if isinstance(env_files, str) else env_files or [])
         ]
         self._loaded = self._source(file, environ)
+        self.file = file
         if self.engine is None:
             self.engine = Engine(catalogue, self.layout, environ=environ)
             # a corrupt file is set aside and what it still held carried on; issue 8 point 1
@@ -248,28 +266,77 @@ class Daemon:
             self.engine.load(catalogue, environ)
         return self.engine
 
+    def _drift_on_disk(self, engine: Engine) -> dict[str, list[str]]:
+        """What an up with the snapshot's environment would recreate: the catalogue on disk
+        against what runs. Loaded again only when the file (or an env file) changed."""
+        key = self._source(self.file, engine.environ)
+        if self._on_disk is None or self._on_disk[0] != key:
+            try:
+                on_disk: Catalogue | None = load_catalogue(
+                    self.file, engine.environ, self.layout.root
+                )
+            except SvcorchError:
+                on_disk = None  # `validate` says why; status still answers
+            self._on_disk = (key, on_disk)
+        catalogue = self._on_disk[1]
+        return {} if catalogue is None else engine.drift(catalogue)
+
     async def _dispatch(self, request: Request, writer: asyncio.StreamWriter) -> None:
+        op = request.op  # one of control.OPS: Request.parse refused anything else
+        if op == "ping":
+            await self._send(writer, {"result": {"ok": True, "pid": os.getpid()}})
+        elif op == "status":
+            result = self._status(request)
+            await self._send_notices(writer)
+            await self._send(writer, {"result": result})
+        elif op == "plan":
+            await self._send(writer, {"result": self._plan(request)})
+        else:
+            await self._act(request, writer)
+
+    def _status(self, request: Request) -> dict[str, Any]:
+        engine = self._snapshot(request)
+        names = list(request.services)
+        engine.graph.check_known(names)
+        drift = self._drift_on_disk(engine)
+        rows = []
+        for row in engine.status(names or None):
+            entry = row.to_dict()
+            entry["changed_on_disk"] = drift.get(row.service, [])
+            rows.append(entry)
+        return {"ok": True, "services": rows}
+
+    def _plan(self, request: Request) -> dict[str, Any]:
+        """up --dry-run: what an up with this request's catalogue and environment would
+        recreate, without acting."""
+        engine = self._snapshot(request)
+        candidate = load_catalogue(
+            Path(request.file) if request.file is not None else self.file,
+            request.environ if request.environ is not None else dict(os.environ),
+            self.layout.root,
+        )
+        names = list(request.services)
+        profiles = list(request.profiles)
+        selected = plan.select_up(
+            candidate, ServiceGraph.from_catalogue(candidate), names, profiles
+        )
+        return {"ok": True, "recreate": engine.drift(candidate, selected)}
+
+    async def _act(self, request: Request, writer: asyncio.StreamWriter) -> None:
         op = request.op
         names = list(request.services)
         profiles = list(request.profiles)
-        if op == "ping":
-            await self._send(writer, {"result": {"ok": True, "pid": os.getpid()}})
-            return
-        if op == "status":
-            engine = self.engine if self.engine is not None else self._reload(request)
-            await self._send_notices(writer)
-            engine.graph.check_known(names)
-            rows = [row.to_dict() for row in engine.status(names or None)]
-            await self._send(writer, {"result": {"ok": True, "services": rows}})
-            return
         self.acted = True
         if self.shutting_down and op in ("up", "restart"):
             raise DaemonError("the daemon is stopping everything (it got a signal); retry")
-        engine = self._reload(request)
+        engine = self._deploy(request) if op == "up" else self._snapshot(request)
         await self._send_notices(writer)
         stop_timeout = request.timeout
+        recreate: dict[str, list[str]] = {}
         if op == "up":
             selected = plan.select_up(engine.catalogue, engine.graph, names, profiles)
+            if not request.no_recreate:
+                recreate = engine.drift(engine.catalogue, selected)
         elif op == "down":
             selected = plan.select_down(engine.catalogue, engine.graph, names, profiles)
         else:
@@ -282,7 +349,10 @@ class Daemon:
         forwarder = asyncio.get_running_loop().create_task(self._forward(queue, writer))
         try:
             if op == "up":
+                recreated = await engine.recreate(recreate, timeout=stop_timeout)
                 outcome = await engine.up(selected, rollback=request.rollback)
+                if not recreated.ok:
+                    outcome = replace(outcome, ok=False, failed=recreated.failed + outcome.failed)
             elif op == "down":
                 outcome = await engine.down(selected, timeout=stop_timeout)
             else:
@@ -295,6 +365,8 @@ class Daemon:
                 await forwarder
         await engine.flush()  # what the client reads in state.json next is this outcome's
         result = outcome.to_dict()
+        if recreate:
+            result["recreated"] = recreate
         # this client is the last one and nothing is left to supervise: we exit after it
         result["daemon_exiting"] = os.getpid() if self._idle(clients=1) else None
         await self._send(writer, {"result": result})

@@ -35,7 +35,8 @@ from tests.support import free_port
 
 READ_LIMIT = 64 * 1024 * 1024
 PING_BOUND = 2.0  # seconds a ping may take while the daemon is being abused (2 busy cores)
-ACTIONS = ("up", "down", "restart")
+# requests that would act or load a catalogue: generated ones always carry a bad `file`
+ACTING = ("up", "down", "restart", "plan")
 
 
 @dataclass
@@ -199,7 +200,7 @@ def requests(draw: st.DrawFn) -> bytes:
     for key in ("file", "environ", "services", "profiles", "rollback", "timeout", "extra"):
         if draw(st.booleans()):
             message[key] = draw(VALUES)
-    if message["op"] in ACTIONS:
+    if message["op"] in ACTING:
         message["file"] = draw(BAD_FILES)
     return json.dumps(message).encode() + b"\n"
 

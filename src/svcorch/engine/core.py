@@ -14,13 +14,14 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 
 from svcorch import process
 from svcorch.engine.base import ProbeFactory
 from svcorch.engine.events import Event, EventBus
 from svcorch.engine.persist import StateWriter
 from svcorch.engine.processes import ProcessControl
-from svcorch.engine.scheduler import Scheduling
+from svcorch.engine.scheduler import Outcome, Scheduling
 from svcorch.engine.service import (
     HAS_PROCESS,
     IN_PROGRESS,
@@ -31,11 +32,18 @@ from svcorch.engine.service import (
 )
 from svcorch.engine.supervision import Supervision
 from svcorch.errors import ProcessError
+from svcorch.fingerprint import changes, definition, fingerprint
 from svcorch.graph import ServiceGraph
 from svcorch.model import Catalogue, Kind
 from svcorch.probes import registry
 from svcorch.probes.base import Probe, ProbeContext, ProbeOptions
-from svcorch.state import ServiceRecord, StateFile, StateLayout, rotate_if_needed
+from svcorch.state import (
+    ServiceRecord,
+    StateFile,
+    StateLayout,
+    fingerprint_key,
+    rotate_if_needed,
+)
 
 log = logging.getLogger("svcorch.engine")
 
@@ -63,11 +71,12 @@ class Engine(Scheduling, Supervision):
     ) -> None:
         self.layout = layout
         self.probe_factory = probe_factory
+        self.fingerprint_key = fingerprint_key(layout)
         self.runtimes = {}
         self.state_writer = StateWriter(StateFile(layout.state_file), self.records)
         self.bus = EventBus(on_change=self.state_writer.schedule)
         self.processes = ProcessControl(
-            layout, self.bus, self.placement, die_with_parent=die_with_parent
+            layout, self.bus, self.specify, die_with_parent=die_with_parent
         )
         self._housekeeping: asyncio.Task[None] | None = None
         self._retiring: set[asyncio.Task[None]] = set()  # stopping services no longer listed
@@ -136,6 +145,7 @@ class Engine(Scheduling, Supervision):
             runtime.generation = saved.generation
             runtime.started_at = saved.started_at
             runtime.ready_at = saved.ready_at
+            runtime.fingerprint = saved.fingerprint
             recorded = saved.process()
             if recorded is None:
                 if saved.state == State.COMPLETED.value:
@@ -170,6 +180,53 @@ class Engine(Scheduling, Supervision):
                 await self.start_failed(runtime, failure)
                 return
         await self.supervise(runtime)
+
+    # -- the deployment snapshot -------------------------------------------------------------
+
+    def drift(
+        self, catalogue: Catalogue, names: Iterable[str] | None = None
+    ) -> dict[str, list[str]]:
+        """Services whose running definition differs from ``catalogue``'s, with what changed.
+
+        Only services that run (or are being started) count: a stopped one simply starts
+        from the new definition. ``catalogue`` is resolved with the environment it was loaded
+        with (``up``: the caller's; ``status``: the snapshot's).
+        """
+        wanted = set(names) if names is not None else None
+        found: dict[str, list[str]] = {}
+        for name, runtime in self.runtimes.items():
+            service = catalogue.services.get(name)
+            if service is None or (wanted is not None and name not in wanted):
+                continue
+            if runtime.fingerprint is None or not (runtime.alive or runtime.busy()):
+                continue
+            new = definition(catalogue, service)
+            if fingerprint(new, self.fingerprint_key) == runtime.fingerprint:
+                continue
+            spec = runtime.spec
+            found[name] = (
+                changes(spec.definition, new)
+                if spec is not None
+                else ["definition changed (started by an earlier daemon: keys not known)"]
+            )
+        return found
+
+    async def recreate(
+        self, drift: Mapping[str, list[str]], *, timeout: float | None = None
+    ) -> Outcome:
+        """Stop the services of ``drift`` (top-down among them), each event saying why; the
+        caller's ``up`` then starts them from the new snapshot."""
+        outcome = Outcome(action="recreate", ok=True)
+        for name in self.graph.subgraph(drift).stop_order():
+            reason = "recreate: " + "; ".join(drift[name])
+            stopped = await self.down([name], timeout=timeout, reason=reason)
+            outcome = replace(
+                outcome,
+                ok=outcome.ok and stopped.ok,
+                done=outcome.done + stopped.done,
+                failed=outcome.failed + stopped.failed,
+            )
+        return outcome
 
     # -- status ------------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from svcorch import process
 from svcorch.engine.events import EventBus
-from svcorch.engine.service import Runtime, StartFailure, State
+from svcorch.engine.service import LaunchSpec, Runtime, StartFailure, State
 from svcorch.errors import ProcessError, StaleRecord
 from svcorch.model import Service
 from svcorch.process import ProcessRecord
@@ -29,19 +29,19 @@ log = logging.getLogger("svcorch.engine")
 
 KILL_GRACE = 5.0  # how long SIGKILLed survivors get to vanish
 
-# where and with what environment a service's commands run: (cwd, env)
-Placement = Callable[[Service], tuple[Path, dict[str, str]]]
+# what an explicit start of a service runs, from the deployment snapshot
+Specify = Callable[[Service], LaunchSpec]
 
 
 class ProcessControl:
     """Spawning and stopping the processes of services, on the engine's loop."""
 
     def __init__(
-        self, layout: StateLayout, bus: EventBus, placement: Placement, *, die_with_parent: bool
+        self, layout: StateLayout, bus: EventBus, specify: Specify, *, die_with_parent: bool
     ) -> None:
         self.layout = layout
         self.bus = bus
-        self.placement = placement
+        self.specify = specify
         self.die_with_parent = die_with_parent
         self._background: set[asyncio.Task[None]] = set()
 
@@ -61,8 +61,11 @@ class ProcessControl:
             runtime.log_offset = log_path.stat().st_size
         except FileNotFoundError:
             runtime.log_offset = 0
-        cwd, env = self.placement(service)
-        argv = service.argv()
+        if runtime.spec is None:
+            runtime.spec = self.specify(service)
+        spec = runtime.spec
+        runtime.fingerprint = spec.fingerprint
+        argv = list(spec.argv)
         header = (
             f"--- svcorch: {runtime.name} start #{runtime.generation} at "
             f"{time.strftime('%Y-%m-%d %H:%M:%S')}: {Path(argv[0]).name if argv else '?'} ---"
@@ -70,8 +73,8 @@ class ProcessControl:
         try:
             popen = process.spawn(
                 argv,
-                cwd=cwd,
-                env=env,
+                cwd=spec.cwd,
+                env=spec.env,
                 log_path=log_path,
                 header=header,
                 die_with_parent=self.die_with_parent,
@@ -216,13 +219,13 @@ class ProcessControl:
         command = spec.command
         assert command is not None
         argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
-        cwd, env = self.placement(runtime.service)
+        launch = runtime.spec if runtime.spec is not None else self.specify(runtime.service)
         log_path = self.layout.service_log(runtime.name)
         try:
             helper = process.spawn(
                 argv,
-                cwd=cwd,
-                env=env,
+                cwd=launch.cwd,
+                env=launch.env,
                 log_path=log_path,
                 header=f"--- svcorch: stop command for {runtime.name} ---",
                 service=f"{runtime.name} stop",
