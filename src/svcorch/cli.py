@@ -9,6 +9,7 @@ probe's client library.
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -71,9 +72,12 @@ for name, command in COMMANDS.items():
 def _crash_log(exc: BaseException) -> Path | None:
     try:
         state_dir = options().resolved_state_dir
+        from svcorch.statedir import open_private
+
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         path = state_dir / "crash.log"
-        with path.open("a", encoding="utf-8") as log:
+        # 0600: a traceback may quote anything the command was handling
+        with os.fdopen(open_private(path, os.O_WRONLY | os.O_APPEND), "a", encoding="utf-8") as log:
             log.write(redactor().text("".join(traceback.format_exception(exc))))
         return path
     except OSError:

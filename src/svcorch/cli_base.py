@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from svcorch.graph import ServiceGraph
     from svcorch.model import Catalogue
     from svcorch.redaction import Redactor
+    from svcorch.state import StateLayout
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -155,6 +156,21 @@ def load() -> tuple[Catalogue, ServiceGraph]:
     # `validate` and `graph` print none)
     _redactor, _secrets_source = None, (catalogue, environ)
     return catalogue, ServiceGraph.from_catalogue(catalogue)
+
+
+def state_layout() -> StateLayout:
+    """The state directory, its ownership and modes checked (every command that uses it)."""
+    from svcorch.state import StateLayout
+    from svcorch.statedir import secure
+
+    return StateLayout(secure(_options.resolved_state_dir))
+
+
+def notice(text: str) -> None:
+    """Something the user must hear about that is not an error: one line on stderr (so
+    ``--json`` output stays the only thing on stdout)."""
+    sys.stderr.write(f"svcorch: {text}\n")
+    sys.stderr.flush()
 
 
 def want_json(local: bool) -> bool:

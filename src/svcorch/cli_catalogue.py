@@ -9,7 +9,17 @@ from typing import Annotated
 
 import typer
 
-from svcorch.cli_base import JsonFlag, Names, console, load, options, redactor, want_json, write
+from svcorch.cli_base import (
+    JsonFlag,
+    Names,
+    console,
+    load,
+    options,
+    redactor,
+    state_layout,
+    want_json,
+    write,
+)
 from svcorch.errors import UsageError
 
 
@@ -71,9 +81,8 @@ def graph(
         durations = None
         if timings:
             from svcorch.commands import analyze
-            from svcorch.state import StateLayout
 
-            durations = analyze.durations(StateLayout(options().resolved_state_dir))
+            durations = analyze.durations(state_layout())
         write(render.dot(catalogue, sub, durations))
     elif mermaid:
         write(render.mermaid(catalogue, sub))

@@ -26,6 +26,7 @@ from svcorch.cli_base import (
     load,
     options,
     redactor,
+    state_layout,
     want_json,
     write,
 )
@@ -119,7 +120,6 @@ def check(
 ) -> None:
     """Run every selected service's readiness probe, all in parallel (the seed's healthz)."""
     from svcorch.commands import check as check_command
-    from svcorch.state import StateLayout
 
     if wait and watch:
         raise UsageError("choose one of --wait and --watch")
@@ -132,7 +132,7 @@ def check(
     assert every is not None
     catalogue, graph = load()
     services = check_command.select(catalogue, graph, names or [], options().profiles)
-    layout = StateLayout(options().resolved_state_dir)
+    layout = state_layout()
     as_json = want_json(json_output)
     if watch and not services:
         raise UsageError("nothing to watch: no selected service has a readiness probe")

@@ -10,14 +10,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from svcorch import control
 from svcorch.cli_base import (
     JsonFlag,
     Names,
     ProfileFlag,
     console,
     load,
+    notice,
     options,
     redactor,
+    state_layout,
     want_json,
     write,
 )
@@ -29,9 +32,7 @@ if TYPE_CHECKING:
 
 
 def _layout() -> StateLayout:
-    from svcorch.state import StateLayout
-
-    return StateLayout(options().resolved_state_dir)
+    return state_layout()
 
 
 def _environ() -> dict[str, str]:
@@ -187,6 +188,7 @@ def _act(op: str, fields: dict[str, Any], json_output: bool) -> None:
                     message,
                     progress,
                     on_accepted=None if progress is None else progress.accepted,
+                    on_notice=notice,
                 )
                 break
             except RemoteError as exc:
@@ -198,8 +200,8 @@ def _act(op: str, fields: dict[str, Any], json_output: bool) -> None:
     finally:
         if progress is not None:
             progress.close()
-    exiting = result.pop("daemon_exiting", None)
-    if isinstance(exiting, int):
+    exiting = control.valid_pid(result.pop("daemon_exiting", None))
+    if exiting is not None:
         # nothing is left to supervise: return once the daemon is gone, so a command right
         # after this one starts a fresh daemon rather than meeting the exiting one
         daemon.wait_exit(layout, exiting)
@@ -289,6 +291,7 @@ def _foreground(catalogue: Any, selected: set[str]) -> int:
             render.outcome_text(_masked(outcome.to_dict())), end=""
         ),
         on_stopping=lambda why: out.print(f"stopping everything ({why})", style="bold"),
+        on_notice=notice,
     )
     return foreground.run(catalogue, _layout(), selected, hooks, _environ())
 
@@ -323,7 +326,7 @@ def down(
             return
         from svcorch.commands import status
 
-        if not any(row["pid"] for row in status.offline(catalogue, layout, [])):
+        if not any(row["pid"] for row in status.offline(catalogue, layout, [], notice)):
             _finish({"action": "down", "ok": True, "done": [], "already": []}, json_output)
             return
         # services a killed daemon left: a new daemon adopts them, then stops them
@@ -347,7 +350,7 @@ def status(names: Names = None, json_output: JsonFlag = False) -> None:
     from svcorch import render
     from svcorch.commands import status as status_command
 
-    rows = _masked(status_command.run(_layout(), list(names or []), load))
+    rows = _masked(status_command.run(_layout(), list(names or []), load, on_notice=notice))
     if want_json(json_output):
         write(render.json_text(rows))
     else:

@@ -27,6 +27,7 @@ class Hooks:
     on_line: Callable[[str, str], None]
     on_outcome: Callable[[Outcome], None]
     on_stopping: Callable[[str], None]
+    on_notice: Callable[[str], None] = lambda _: None  # a corrupt state file set aside
 
 
 def run(
@@ -57,7 +58,11 @@ async def _main(
     environ: dict[str, str],
 ) -> int:
     engine = Engine(catalogue, layout, die_with_parent=True, environ=environ)
-    engine.adopt(StateFile(layout.state_file).load())
+    # we hold the lock: a corrupt file is ours to set aside (point 1 of issue 8: `refind=`)
+    records, set_aside = StateFile(layout.state_file).load_or_set_aside()
+    if set_aside is not None:
+        hooks.on_notice(set_aside.message())
+    engine.adopt(records)
     engine.subscribe(hooks.on_event)
     engine.start_housekeeping()
     received: list[int] = []

@@ -28,6 +28,7 @@ from svcorch.probes.base import (
     remaining,
     spoken,
 )
+from svcorch.probes.pattern import compile_pattern
 
 if TYPE_CHECKING:
     import ssl
@@ -65,7 +66,7 @@ class HttpOptions(ProbeOptions):
     status: Annotated[tuple[int | str, ...], BeforeValidator(_as_list)] = Field(
         default=("2xx", "3xx"), description="accepted statuses: 200, '2xx', '200-299'"
     )
-    body: str | None = Field(default=None, description="regex the body must contain")
+    body: str | None = Field(default=None, description="regex (RE2 syntax) the body must contain")
     headers: dict[str, str] = Field(default_factory=dict)
     verify_tls: bool = True
 
@@ -98,8 +99,8 @@ class HttpOptions(ProbeOptions):
     def _regex(cls, value: str | None) -> str | None:
         if value is not None:
             try:
-                re.compile(value)
-            except re.error as exc:
+                compile_pattern(value)
+            except ValueError as exc:
                 raise ValueError(f"invalid body regex {value!r}: {exc}") from None
         return value
 
@@ -127,7 +128,8 @@ class HttpOptions(ProbeOptions):
 class HttpProbe:
     def __init__(self, options: HttpOptions) -> None:
         self.options = options
-        self.body = re.compile(options.body) if options.body is not None else None
+        # linear time whatever the server sends: see probes/pattern.py
+        self.body = compile_pattern(options.body) if options.body is not None else None
 
     def check(self, deadline: float) -> ProbeResult:
         return bounded_check(self.options, deadline, self._attempt)
