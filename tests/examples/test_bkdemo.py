@@ -128,6 +128,80 @@ def test_healthz_is_503_with_each_unreachable_server_named() -> None:
     assert "s3cret" not in done.stdout + done.stderr
 
 
+POST_ONCE = """
+import io, json
+from bkdemo.celery_app import app as celery
+from bkdemo.wsgi import app
+body = json.dumps({"metric": "m", "value": 1.5, "severity": "info"}).encode()
+environ = {
+    "REQUEST_METHOD": "POST", "PATH_INFO": "/events",
+    "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body),
+}
+statuses = []
+answer = json.loads(b"".join(app(environ, lambda s, h: statuses.append(s))))
+confirmed = None
+if statuses[0].startswith("202"):
+    # the producer that published goes back to the pool and comes out again
+    with celery.producer_pool.acquire() as producer:
+        confirmed = producer.channel._confirm_selected
+print(json.dumps([statuses[0], answer, confirmed]))
+"""
+
+
+def post_once(env: dict[str, str]) -> tuple[str, dict[str, Any], bool | None]:
+    done = subprocess.run(
+        [sys.executable, "-c", POST_ONCE],
+        cwd=DEMO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    status, answer, confirmed = json.loads(done.stdout.splitlines()[-1])
+    assert "s3cret" not in done.stdout + done.stderr
+    return status, answer, confirmed
+
+
+def test_an_event_is_503_not_500_while_the_broker_is_away() -> None:
+    env = {**os.environ, "BKDEMO_AMQP_URL": f"amqp://guest:s3cret@127.0.0.1:{free_port()}//"}
+    status, answer, _ = post_once(env)
+    assert status == "503 Service Unavailable"
+    assert answer["error"].startswith("broker unavailable: OperationalError: "), answer
+    assert "Connection refused" in answer["error"]
+
+
+def test_an_event_is_accepted_only_as_a_confirmed_persistent_message_on_a_durable_queue() -> None:
+    import pika
+
+    if not port_open(5672):
+        pytest.skip("RabbitMQ is not listening on 127.0.0.1:5672")
+    prefix = f"bkdemo-test-{uuid.uuid4().hex[:10]}-"
+    env = {**os.environ, "BKDEMO_AMQP_URL": AMQP_URL, "BKDEMO_QUEUE_PREFIX": prefix}
+    queue = f"{prefix}monitor"
+    credentials = pika.PlainCredentials("guest", "guest")
+    connection = pika.BlockingConnection(
+        pika.ConnectionParameters("127.0.0.1", 5672, "/", credentials)
+    )
+    try:
+        status, answer, confirmed = post_once(env)
+        assert status == "202 Accepted", answer
+        assert confirmed is True  # the channel published in confirm mode: 202 came after the ack
+        channel = connection.channel()
+        # declaring it durable again fails (406 PRECONDITION_FAILED) unless it is durable
+        channel.queue_declare(queue, durable=True)
+        method, properties, body = channel.basic_get(queue, auto_ack=True)
+        assert method is not None, "no message on the queue"
+        assert properties.delivery_mode == 2  # persistent
+        assert answer["task_id"] in (properties.headers or {}).get("id", "")
+    finally:
+        channel = connection.channel()
+        for name in (queue, f"{prefix}celery_resource", f"{prefix}celery"):
+            channel.queue_delete(name)
+            channel.exchange_delete(name)
+        connection.close()
+
+
 # ---------------------------------------------------------------- processes
 
 

@@ -2,6 +2,7 @@
 
 GET  /healthz       200 when this process can reach MySQL and the broker, else 503 and why
 POST /events        {"metric": str, "value": number, "severity": str} -> 202 {"task_id": ...}
+                    once the broker has confirmed the task's message; 503 while it cannot
 GET  /events/<id>   whether the event's alert row is stored yet
 """
 
@@ -14,10 +15,13 @@ from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any
 
+from amqp.exceptions import AMQPError, MessageNacked
 from kombu import Connection
+from kombu.exceptions import KombuError
 
 from bkdemo import store
-from bkdemo.celery_app import settings
+from bkdemo.celery_app import CONFIRM_TIMEOUT_SECONDS, settings
+from bkdemo.settings import redact
 from bkdemo.tasks import record_event
 
 StartResponse = Callable[[str, list[tuple[str, str]]], object]
@@ -29,8 +33,17 @@ TASK_ID = re.compile(r"^[0-9a-f-]{36}$")
 MAX_BODY = 16 * 1024
 
 
+# What publishing raises while the broker is away, restarting or refusing the message:
+# connection errors after kombu's retries, a nack, a confirm that did not come in time.
+BROKER_ERRORS = (KombuError, AMQPError, MessageNacked, OSError)
+
+
 class BadRequest(Exception):
     """The client sent something we refuse; the message goes back in the 400 body."""
+
+
+class Unavailable(Exception):
+    """A server the request needs is away; the message goes back in the 503 body."""
 
 
 def _check_mysql() -> str | None:
@@ -80,8 +93,16 @@ def parse_event(body: bytes) -> tuple[str, float, str]:
 
 
 def post_event(body: bytes) -> Response:
+    """202 only once the broker has confirmed the message: an accepted event is on disk in a
+    durable queue. While the broker is away the client gets 503 and should send it again."""
     metric, value, severity = parse_event(body)
-    result = record_event.delay(metric, value, severity)
+    try:
+        result = record_event.apply_async(
+            (metric, value, severity), confirm_timeout=CONFIRM_TIMEOUT_SECONDS
+        )
+    except BROKER_ERRORS as exc:
+        text = str(exc).replace(settings.amqp_url, redact(settings.amqp_url))
+        raise Unavailable(f"broker unavailable: {type(exc).__name__}: {text}") from exc
     return HTTPStatus.ACCEPTED, {"task_id": result.id}
 
 
@@ -127,6 +148,8 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
         status, payload = route(environ)
     except BadRequest as exc:
         status, payload = HTTPStatus.BAD_REQUEST, {"error": str(exc)}
+    except Unavailable as exc:
+        status, payload = HTTPStatus.SERVICE_UNAVAILABLE, {"error": str(exc)}
     body = json.dumps(payload).encode()
     headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
     start_response(f"{status.value} {status.phrase}", headers)
