@@ -54,6 +54,7 @@ def test_dependents_are_degraded_while_a_dependency_is_down_and_ready_after(
             h.probes.ready.update(db=True, worker=True, beat=True)
             assert (await h.up()).ok
             pids = {n: h.pid(n) for n in ("worker", "beat")}
+            ready_at = h.engine.runtimes["worker"].ready_at
             h.probes.ready["db"] = False  # its restart will not be ready until we say
             kill(h, "db")
             await until(lambda: h.state("beat") is State.DEGRADED, "beat degraded")
@@ -75,8 +76,9 @@ def test_dependents_are_degraded_while_a_dependency_is_down_and_ready_after(
             await until(lambda: h.state("beat") is State.READY, "beat ready again")
             assert h.state("worker") is State.READY
             assert h.engine.runtimes["worker"].detail == "db ready again"
-            # they kept running throughout
+            # they kept running throughout, ready since their start (analyze reads ready_at)
             assert {n: h.pid(n) for n in ("worker", "beat")} == pids
+            assert h.engine.runtimes["worker"].ready_at == ready_at
             assert all(alive(pid) for pid in pids.values())
             no_start_while_down(h)
 

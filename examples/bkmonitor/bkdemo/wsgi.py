@@ -72,14 +72,15 @@ def healthz() -> Response:
     return HTTPStatus.OK, {"status": "ok", "mysql": "ok", "broker": "ok"}
 
 
-def parse_event(body: bytes) -> tuple[str, float, str]:
+def parse_event(body: bytes) -> tuple[str, float, str, str | None]:
+    """metric, value, severity and the client's optional event id (an idempotency key)."""
     try:
         event = json.loads(body)
     except ValueError as exc:
         raise BadRequest(f"body is not JSON: {exc}") from exc
     if not isinstance(event, dict):
         raise BadRequest("body must be a JSON object")
-    unknown = sorted(set(event) - {"metric", "value", "severity"})
+    unknown = sorted(set(event) - {"metric", "value", "severity", "id"})
     if unknown:
         raise BadRequest(f"unknown fields: {', '.join(unknown)}")
     metric, value, severity = event.get("metric"), event.get("value"), event.get("severity")
@@ -89,16 +90,20 @@ def parse_event(body: bytes) -> tuple[str, float, str]:
         raise BadRequest("value must be a finite number")
     if severity not in SEVERITIES:
         raise BadRequest(f"severity must be one of {', '.join(sorted(SEVERITIES))}")
-    return metric, float(value), severity
+    event_id = event.get("id")
+    if event_id is not None and not (isinstance(event_id, str) and TASK_ID.match(event_id)):
+        raise BadRequest("id must be a UUID like 1b4e28ba-2fa1-11d2-883f-0016d3cca427")
+    return metric, float(value), severity, event_id
 
 
 def post_event(body: bytes) -> Response:
     """202 only once the broker has confirmed the message: an accepted event is on disk in a
-    durable queue. While the broker is away the client gets 503 and should send it again."""
-    metric, value, severity = parse_event(body)
+    durable queue. While the broker is away the client gets 503 and should send it again;
+    with the same ``id`` (the task id), however often it is sent, it is stored once."""
+    metric, value, severity, event_id = parse_event(body)
     try:
         result = record_event.apply_async(
-            (metric, value, severity), confirm_timeout=CONFIRM_TIMEOUT_SECONDS
+            (metric, value, severity), task_id=event_id, confirm_timeout=CONFIRM_TIMEOUT_SECONDS
         )
     except BROKER_ERRORS as exc:
         text = str(exc).replace(settings.amqp_url, redact(settings.amqp_url))

@@ -26,6 +26,10 @@ WARNING_STATES = frozenset(
 )
 
 
+# ready again without a new start: the ready time stays the start's
+RECOVERING = frozenset({State.UNREADY, State.DEGRADED})
+
+
 def level_of(new: State) -> int:
     if new in ERROR_STATES:
         return logging.ERROR
@@ -86,7 +90,7 @@ class EventBus:
         if new is State.STARTING or new is State.RUNNING:
             runtime.started_at = now
             runtime.ready_at = None
-        elif (new is State.READY and old is not State.UNREADY) or new is State.COMPLETED:
+        elif (new is State.READY and old not in RECOVERING) or new is State.COMPLETED:
             # a oneshot's completion is when it released its dependents: analyze counts it
             runtime.ready_at = now
         if level is None:
