@@ -76,6 +76,7 @@ def test_dependents_are_degraded_while_a_dependency_is_down_and_ready_after(
             await until(lambda: h.state("beat") is State.READY, "beat ready again")
             assert h.state("worker") is State.READY
             assert h.engine.runtimes["worker"].detail == "db ready again"
+            assert h.engine.runtimes["beat"].detail == "db, worker ready again"
             # they kept running throughout, ready since their start (analyze reads ready_at)
             assert {n: h.pid(n) for n in ("worker", "beat")} == pids
             assert h.engine.runtimes["worker"].ready_at == ready_at

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -32,6 +33,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +63,7 @@ PORT_VARIABLES = (
     "WEB_PORT",
 )
 SETTLED = {"ready", "completed"}
+RECEIVED = re.compile(r"Task record_event\[([0-9a-f-]{36})\] received")
 MIB = 1024 * 1024
 
 
@@ -183,6 +186,15 @@ class ShippedStack:
         )
         return {str(task_id): int(count) for task_id, count in rows}
 
+    def redelivered(self, task_ids: set[str]) -> int:
+        """How many of ``task_ids`` the monitor worker received more than once (its logs)."""
+        received: Counter[str] = Counter()
+        logs = sorted((self.state_dir / "logs").glob("worker.log*"))
+        for path in logs:
+            for match in RECEIVED.finditer(path.read_text(errors="replace")):
+                received[match[1]] += 1
+        return sum(1 for task_id in task_ids if received[task_id] > 1)
+
     def healthz(self) -> bool:
         url = f"http://127.0.0.1:{self.ports['WEB_PORT']}/healthz"
         try:
@@ -197,19 +209,20 @@ class ShippedStack:
 
 @dataclass
 class Load:
-    """``total`` events POSTed at ``rate`` per second by a few threads; a 503 or a refused
-    connection (nothing was accepted) is sent again after a pause, as a client would."""
+    """``total`` events POSTed at ``rate`` per second by a few threads, each with an id of its
+    own. Whatever did not get a 202 (a 503, a refused or reset connection, a timeout) is sent
+    again with the same id after a pause, as a careful client does: the demo stores an id once.
+    """
 
     url: str
     total: int
     rate: float
     metric: str = field(default_factory=lambda: f"soak.{uuid.uuid4().hex[:8]}")
     threads: int = 8
-    give_up_after: float = 120.0  # per event
+    give_up_after: float = 180.0  # per event
     accepted: list[str] = field(default_factory=list)
-    refused: int = 0  # 503s and refused connections, each followed by a retry
-    unanswered: int = 0  # timeouts: accepted or not, nobody knows; never retried
-    failed: list[str] = field(default_factory=list)  # anything else (a 500 would land here)
+    retries: Counter[str] = field(default_factory=Counter)  # why an attempt was sent again
+    failed: list[str] = field(default_factory=list)  # a 4xx/5xx other than 503, or given up
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def run(self, stop: threading.Event) -> None:
@@ -235,47 +248,43 @@ class Load:
             thread.join()
 
     def _send(self, index: int, stop: threading.Event) -> None:
-        body = json.dumps({"metric": self.metric, "value": float(index), "severity": "info"})
+        event_id = str(uuid.uuid4())
+        body = json.dumps(
+            {"metric": self.metric, "value": float(index), "severity": "info", "id": event_id}
+        ).encode()
         deadline = time.monotonic() + self.give_up_after
         while not stop.is_set():
-            request = urllib.request.Request(
-                self.url,
-                data=body.encode(),
-                method="POST",
-                headers={"Content-Type": "application/json"},
-            )
-            try:
-                with urllib.request.urlopen(request, timeout=30) as response:
-                    task_id = json.loads(response.read())["task_id"]
+            why = self._attempt(body)
+            if why is None:
                 with self.lock:
-                    self.accepted.append(task_id)
+                    self.accepted.append(event_id)
                 return
-            except urllib.error.HTTPError as exc:
-                if exc.code != 503:
-                    with self.lock:
-                        self.failed.append(f"{exc.code}: {exc.read()[:200]!r}")
-                    return
-            except TimeoutError:
+            if why.startswith("HTTP ") and not why.startswith("HTTP 503"):
                 with self.lock:
-                    self.unanswered += 1
+                    self.failed.append(why)
                 return
-            except (urllib.error.URLError, ConnectionError) as exc:
-                reason = getattr(exc, "reason", exc)
-                if isinstance(reason, TimeoutError):
-                    with self.lock:
-                        self.unanswered += 1
-                    return
-                if not isinstance(reason, ConnectionRefusedError):
-                    with self.lock:
-                        self.failed.append(f"{type(reason).__name__}: {reason}")
-                    return
             with self.lock:
-                self.refused += 1
+                self.retries[why.split(":")[0]] += 1
             if time.monotonic() > deadline:
                 with self.lock:
-                    self.failed.append("still refused after give_up_after")
+                    self.failed.append(f"no 202 within {self.give_up_after:g}s: {why}")
                 return
             time.sleep(0.5)
+
+    def _attempt(self, body: bytes) -> str | None:
+        """None for a 202, else why not."""
+        request = urllib.request.Request(
+            self.url, data=body, method="POST", headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                response.read()
+                return None if response.status == 202 else f"HTTP {response.status}"
+        except urllib.error.HTTPError as exc:
+            return f"HTTP {exc.code}: {exc.read()[:200]!r}"
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            return f"{type(reason).__name__}: {reason}"
 
 
 # --- kills -----------------------------------------------------------------------------------
@@ -343,9 +352,9 @@ class Report:
     stored_once: int
     lost: list[str]
     duplicated: dict[str, int]
-    unexpected: int  # stored rows whose 202 never reached the client (it timed out)
-    refused: int
-    unanswered: int
+    unexpected: int  # stored rows of ids that never got a 202 (given up by the client)
+    retries: dict[str, int]  # attempts sent again, by why (HTTP 503, ConnectionRefusedError)
+    redelivered: int  # tasks a worker ran more than once (a kill -9 mid-task); stored once
     failed: list[str]
     kills: list[Kill]
     starts_while_down: list[str]
@@ -380,8 +389,8 @@ class Report:
             "lost": len(self.lost),
             "duplicated": len(self.duplicated),
             "unexpected": self.unexpected,
-            "refused_then_retried": self.refused,
-            "unanswered": self.unanswered,
+            "retried": dict(self.retries),
+            "redelivered": self.redelivered,
             "failed": len(self.failed),
             "recovery_seconds": recovery,
             "starts_while_down": len(self.starts_while_down),
@@ -439,7 +448,7 @@ def soak(stack: ShippedStack, plan: Plan, log: Callable[[str], None] = lambda _:
     finally:
         stop.set()
         sender.join(timeout=60)
-    log(f"load done: {len(load.accepted)} accepted, {load.refused} refused and retried")
+    log(f"load done: {len(load.accepted)} accepted, retried {dict(load.retries)}")
     wait_for(stack.all_settled, timeout=180, what="every service ready again")
     accepted = set(load.accepted)
     with contextlib.suppress(SoakFailed):  # what is missing then is reported as lost
@@ -463,8 +472,8 @@ def soak(stack: ShippedStack, plan: Plan, log: Callable[[str], None] = lambda _:
         lost=sorted(accepted - set(stored)),
         duplicated={t: n for t, n in stored.items() if n > 1},
         unexpected=len(set(stored) - accepted),
-        refused=load.refused,
-        unanswered=load.unanswered,
+        retries=dict(load.retries),
+        redelivered=stack.redelivered(accepted),
         failed=load.failed,
         kills=kills,
         starts_while_down=starts_while_down(transitions, edges_of(catalogue)),

@@ -77,6 +77,7 @@ class Runtime:
     paused_by: str | None = None  # stopped while this dependency restarts; resumed after it
     # resolved (with why) when a dependency leaves its condition while this one starts
     dependency_lost: asyncio.Future[str] | None = None
+    degraded_by: tuple[str, ...] = ()  # the dependencies it lost since it was last ready
 
     @property
     def alive(self) -> bool:

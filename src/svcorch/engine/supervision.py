@@ -314,11 +314,15 @@ class Supervision(EngineBase):
             lost.set_result(lost_detail(lacking))  # starting: its gate stops it, it waits
         state = dependent.state
         if state in SERVING and lacking:
+            dependent.degraded_by = tuple(d.name for d in lacking)
             self.bus.set(dependent, State.DEGRADED, lost_detail(lacking))
         elif state is State.DEGRADED:
             if not lacking:
-                self.bus.set(dependent, State.READY, f"{cause.name} {cause.state.value} again")
+                back = ", ".join(dependent.degraded_by) or cause.name
+                self.bus.set(dependent, State.READY, f"{back} ready again")
             elif lost_detail(lacking) != dependent.detail:
+                names = tuple(d.name for d in lacking)
+                dependent.degraded_by += tuple(n for n in names if n not in dependent.degraded_by)
                 self.bus.set(dependent, State.DEGRADED, lost_detail(lacking))
         if dependent.state not in SERVING | {State.DEGRADED}:
             return
