@@ -330,3 +330,47 @@ def test_restarts_loop_rather_than_nest(tmp_path: Path) -> None:
             assert len(set(depths)) == 1, depths
 
     run(scenario)
+
+
+def test_on_failure_restarts_a_death_by_signal_but_not_an_exit_0(tmp_path: Path) -> None:
+    harness = Harness(
+        tmp_path,
+        {
+            "killed": service(restart={"policy": "on-failure", "backoff": "50ms"}),
+            "done": service(
+                ["/bin/sh", "-c", "sleep 0.3; exit 0"],
+                restart={"policy": "on-failure", "backoff": "50ms"},
+            ),
+        },
+    )
+
+    async def scenario() -> None:
+        async with harness as h:
+            h.probes.ready.update(killed=True, done=True)
+            assert (await h.up()).ok
+            kill(h, "killed")
+            await until(lambda: h.count("killed", State.READY) == 2, "killed back")
+            await until(lambda: h.state("done") is State.EXITED, "done exited")
+            rows = {row.service: row for row in h.engine.status()}
+            assert rows["done"].state == "exited(0)" and rows["done"].restarts == 0
+
+    run(scenario)
+
+
+def test_a_wrapper_that_passes_its_childs_status_on_shows_the_signal(tmp_path: Path) -> None:
+    pidfile = tmp_path / "child.pid"
+    wrapper = ["/bin/sh", "-c", f'sleep 300 & echo $! > {pidfile}; wait "$!"; exit $?']
+    harness = Harness(tmp_path, {"wrapped": service(wrapper)})
+
+    async def scenario() -> None:
+        async with harness as h:
+            h.probes.ready["wrapped"] = True
+            assert (await h.up()).ok
+            await until(lambda: pidfile.exists() and pidfile.read_text().strip(), "child pid")
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)
+            await until(lambda: h.state("wrapped") is State.EXITED, "exited")
+            (row,) = h.engine.status()
+            assert row.state == "exited(137)"
+            assert row.detail == "exited with code 137 (128 + SIGKILL)"
+
+    run(scenario)

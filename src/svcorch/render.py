@@ -247,6 +247,7 @@ STATE_STYLES = {
     "running": "yellow",
     "backoff": "magenta",
     "unready": "magenta",
+    "degraded": "magenta",
     "stopping": "yellow",
     "stopped": "dim",
     "failed": "bold red",
