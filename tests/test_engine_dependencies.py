@@ -374,3 +374,25 @@ def test_a_wrapper_that_passes_its_childs_status_on_shows_the_signal(tmp_path: P
             assert row.detail == "exited with code 137 (128 + SIGKILL)"
 
     run(scenario)
+
+
+def test_a_failing_liveness_probe_is_one_event_per_change_not_one_per_attempt(
+    tmp_path: Path,
+) -> None:
+    harness = Harness(tmp_path, {"web": service(liveness=liveness_probe(threshold=4))})
+
+    async def scenario() -> None:
+        async with harness as h:
+            h.probes.ready["web"] = True
+            assert (await h.up()).ok
+            h.probes.alive["web"] = False
+            await until(lambda: h.count("web", State.BACKOFF) == 1, "restart")
+            unready = [e for e in h.events if e.new is State.UNREADY]
+            assert [e.detail for e in unready] == [
+                "liveness failed: liveness not yet (restart after 4 in a row)"
+            ]
+            stopping = next(e for e in h.events if e.new is State.STOPPING)
+            assert stopping.detail == "liveness failed 4 times: liveness not yet"
+            assert stopping.level == logging.WARNING
+
+    run(scenario)

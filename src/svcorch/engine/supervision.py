@@ -251,11 +251,13 @@ class Supervision(EngineBase):
                 runtime.liveness_failed = True
                 runtime.detail = f"liveness failed {failures} times: {result.detail}"
                 return
-            self.bus.set(
-                runtime,
-                State.UNREADY,
-                f"liveness failed {failures}/{liveness.failure_threshold}: {result.detail}",
-            )
+            if failures == 1:  # one line per change of state, not one per failed attempt
+                self.bus.set(
+                    runtime,
+                    State.UNREADY,
+                    f"liveness failed: {result.detail} "
+                    f"(restart after {liveness.failure_threshold} in a row)",
+                )
 
     # -- restart policy ----------------------------------------------------------------------
 
