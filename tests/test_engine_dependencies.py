@@ -396,3 +396,29 @@ def test_a_failing_liveness_probe_is_one_event_per_change_not_one_per_attempt(
             assert stopping.level == logging.WARNING
 
     run(scenario)
+
+
+def test_an_explicit_restart_while_a_dependency_is_down_waits_for_it(tmp_path: Path) -> None:
+    harness = Harness(
+        tmp_path, {"db": service(restart=QUICK), "worker": service(depends_on=["db"])}
+    )
+
+    async def scenario() -> None:
+        async with harness as h:
+            h.probes.ready.update(db=True, worker=True)
+            assert (await h.up()).ok
+            h.probes.ready["db"] = False
+            kill(h, "db")
+            await until(lambda: h.state("worker") is State.DEGRADED, "worker degraded")
+            restart = asyncio.get_running_loop().create_task(h.engine.restart(["worker"]))
+            await until(lambda: h.state("worker") is State.WAITING, "worker waiting")
+            assert h.engine.runtimes["worker"].detail == "for db ready"
+            await until(lambda: h.probes.attempts["db", "ready"] >= 10, "db probed")
+            assert h.state("worker") is State.WAITING and not restart.done()
+            h.probes.ready["db"] = True
+            outcome = await restart
+            assert outcome.ok and outcome.action == "restart"
+            assert h.last("db", State.READY) < h.last("worker", State.STARTING)
+            no_start_while_down(h)
+
+    run(scenario)
