@@ -64,7 +64,7 @@ def table(report: Report) -> str:
         )
     rss = summary["daemon_rss_mib"]
     daemon_log = summary["daemon_log"]
-    retried = ", ".join(f"{n} × {why}" for why, n in summary["retried"].items()) or "none"
+    retried = ", ".join(f"{n} after {why}" for why, n in summary["retried"].items()) or "none"
     rows += [
         "",
         f"- starts while a dependency was not in its condition: {summary['starts_while_down']}",
@@ -79,7 +79,8 @@ def table(report: Report) -> str:
 
 def write(path: Path, command: str, text: str) -> None:
     start, end = "<!-- soak:start -->", "<!-- soak:end -->"
-    block = f"{start}\n`{command}` ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores):\n\n{text}\n{end}"
+    when = f"({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores)"
+    block = f"{start}\n`{command}` {when}:\n\n{text}\n{end}"
     content = path.read_text() if path.exists() else ""
     if start in content and end in content:
         content = content[: content.index(start)] + block + content[content.index(end) + len(end) :]
