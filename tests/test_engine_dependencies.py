@@ -422,3 +422,25 @@ def test_an_explicit_restart_while_a_dependency_is_down_waits_for_it(tmp_path: P
             no_start_while_down(h)
 
     run(scenario)
+
+
+def test_giving_up_is_an_error_and_a_blocked_start_a_warning(tmp_path: Path) -> None:
+    harness = Harness(
+        tmp_path,
+        {
+            "db": service(["/bin/sh", "-c", "exit 3"], restart={**QUICK, "max_restarts": 1}),
+            "web": service(depends_on=["db"]),
+        },
+    )
+
+    async def scenario() -> None:
+        async with harness as h:
+            outcome = await h.up()
+            assert not outcome.ok and outcome.blocked == ("web",)
+            levels = {(e.service, e.new): e.to_dict()["level"] for e in h.events}
+            assert levels["db", State.BACKOFF] == "warning"
+            assert levels["db", State.FATAL] == "error"
+            assert levels["web", State.BLOCKED] == "warning"
+            assert levels["db", State.STARTING] == "info"
+
+    run(scenario)
