@@ -273,6 +273,7 @@ STATE_STYLES = {
     "running": "yellow",
     "backoff": "magenta",
     "unready": "magenta",
+    "degraded": "magenta",
     "stopping": "yellow",
     "stopped": "dim",
     "failed": "bold red",

@@ -66,6 +66,7 @@ class Daemon:
     ) -> None:
         self.layout = layout
         self.file = file
+        self._exit_when_alone = False  # an action left nothing to do while others were connected
         # every message to a client and every line of daemon.log goes through the redactor
         # of the catalogue loaded last (before one loads: the environment's secrets)
         self.log_formatter = log_formatter
@@ -130,11 +131,13 @@ class Daemon:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.busy += 1
+        acting = False
         try:
             line = await self._read_request(reader)
             if line is None:
                 return
             request = Request.parse(control.decode(line))
+            acting = request.op in ("up", "down", "restart")
             if request.op != "ping":
                 # re-checked on every command: the user may have loosened or broken them
                 secure(self.layout.root)
@@ -160,9 +163,12 @@ class Daemon:
             with contextlib.suppress(Exception):
                 writer.close()
                 await asyncio.wait_for(writer.wait_closed(), control.SEND_TIMEOUT)
-            # after an action, the last client to leave may leave nothing to supervise (one
-            # that stayed connected, idle or slow, kept the daemon from exiting till now)
-            if self._idle():
+            # only an action can leave nothing to supervise (a status never ends us); one
+            # that finished while another client was connected (idle or slow) leaves the
+            # exit to whichever client leaves last
+            if acting and self._idle(clients=self.busy) and self.busy:
+                self._exit_when_alone = True
+            if (acting or self._exit_when_alone) and self._idle():
                 self.finished.set()
 
     async def _read_request(self, reader: asyncio.StreamReader) -> bytes | None:

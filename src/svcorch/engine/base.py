@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from svcorch.catalogue import service_environment
 from svcorch.engine.events import EventBus
 from svcorch.engine.processes import ProcessControl
-from svcorch.engine.service import LaunchSpec, Runtime, StartFailure
+from svcorch.engine.service import LaunchSpec, Restart, Runtime, StartFailure
 from svcorch.fingerprint import definition, fingerprint
 from svcorch.graph import ServiceGraph
 from svcorch.model import Catalogue, Service
@@ -44,6 +44,9 @@ class EngineBase:
     catalogue: Catalogue
     graph: ServiceGraph
     runtimes: dict[str, Runtime]
+    start_index: dict[str, int]  # a service's place in the graph's start order
+    holding: set[str]  # being stopped for restart_on_dependency, to wait for a dependency
+    hold_tasks: set[asyncio.Task[None]]
     bus: EventBus
     processes: ProcessControl
     probe_factory: ProbeFactory
@@ -103,23 +106,40 @@ class EngineBase:
                 ThreadPoolExecutor(max_workers=PROBE_THREADS, thread_name_prefix="svcorch-probe")
             )
 
+    def in_start_order(self, names: Iterable[str]) -> list[str]:
+        return sorted(names, key=lambda name: self.start_index.get(name, -1))
+
     # -- declared by the scheduler -----------------------------------------------------------
 
     async def down(
-        self, names: Iterable[str], *, timeout: float | None = None, reason: str = ""
+        self,
+        names: Iterable[str],
+        *,
+        timeout: float | None = None,
+        reason: str = "",
+        hold: str | None = None,
     ) -> Outcome:
         raise NotImplementedError
 
-    def launch(self, runtime: Runtime) -> None:
+    def launch(self, runtime: Runtime, *, explicit: bool = True) -> None:
         raise NotImplementedError
 
-    async def run_managed(self, runtime: Runtime) -> None:
-        raise NotImplementedError
-
-    async def run_oneshot(self, runtime: Runtime) -> None:
+    async def await_dependencies(self, runtime: Runtime, *, block: bool) -> None:
         raise NotImplementedError
 
     # -- declared by supervision -------------------------------------------------------------
+
+    async def run_service(self, runtime: Runtime) -> None:
+        raise NotImplementedError
+
+    async def keep_up(self, runtime: Runtime, restart: Restart | None) -> None:
+        raise NotImplementedError
+
+    async def finish_oneshot(self, runtime: Runtime) -> Restart | None:
+        raise NotImplementedError
+
+    def failed_start(self, runtime: Runtime, failure: StartFailure) -> Restart | None:
+        raise NotImplementedError
 
     async def gate(self, runtime: Runtime) -> StartFailure | None:
         raise NotImplementedError
@@ -127,8 +147,8 @@ class EngineBase:
     async def wait_ready(self, runtime: Runtime, options: ProbeOptions) -> ProbeResult:
         raise NotImplementedError
 
-    async def start_failed(self, runtime: Runtime, failure: StartFailure) -> None:
+    async def supervise(self, runtime: Runtime) -> Restart | None:
         raise NotImplementedError
 
-    async def supervise(self, runtime: Runtime) -> None:
+    def follow_dependencies(self, changed: Runtime) -> None:
         raise NotImplementedError

@@ -25,6 +25,7 @@ from svcorch.engine.scheduler import Outcome, Scheduling
 from svcorch.engine.service import (
     HAS_PROCESS,
     IN_PROGRESS,
+    SERVING,
     Runtime,
     ServiceStatus,
     State,
@@ -76,6 +77,9 @@ class Engine(Scheduling, Supervision):
         self.runtimes = {}
         self.state_writer = StateWriter(StateFile(layout.state_file), self.records)
         self.bus = EventBus(on_change=self.state_writer.schedule)
+        self.bus.reactions.append(self.follow_dependencies)
+        self.holding = set()
+        self.hold_tasks = set()
         self.processes = ProcessControl(
             layout, self.bus, self.specify, die_with_parent=die_with_parent
         )
@@ -91,6 +95,7 @@ class Engine(Scheduling, Supervision):
         """Take a (re)loaded catalogue; running services keep their processes."""
         self.catalogue = catalogue
         self.graph = ServiceGraph.from_catalogue(catalogue)
+        self.start_index = {name: i for i, name in enumerate(self.graph.start_order())}
         if environ is not None:
             self.environ = dict(environ)
         # secrets: this load's, and the earlier ones' (a running service keeps its launch env)
@@ -145,10 +150,10 @@ class Engine(Scheduling, Supervision):
         """Take over services a previous daemon started that are still alive."""
         self.probe_pool()
         adopted = []
-        for name, saved in records.items():
-            runtime = self.runtimes.get(name)
-            if runtime is None:
-                continue
+        # in start order, so a dependency is ready again before what stands on it is judged
+        for name in self.in_start_order(n for n in records if n in self.runtimes):
+            saved = records[name]
+            runtime = self.runtimes[name]
             runtime.restarts = saved.restarts
             runtime.generation = saved.generation
             runtime.started_at = saved.started_at
@@ -162,7 +167,7 @@ class Engine(Scheduling, Supervision):
             if process.is_same_process(recorded):
                 runtime.record = recorded
                 runtime.exited = self.processes.watch_exit(recorded, popen=None)
-                was_ready = saved.state in (State.READY.value, State.UNREADY.value)
+                was_ready = saved.state in {s.value for s in SERVING | {State.DEGRADED}}
                 runtime.task = asyncio.get_running_loop().create_task(
                     self.guarded(runtime, self._supervise_adopted(runtime, was_ready))
                 )
@@ -177,17 +182,17 @@ class Engine(Scheduling, Supervision):
     async def _supervise_adopted(self, runtime: Runtime, was_ready: bool) -> None:
         if runtime.service.kind is Kind.ONESHOT:
             self.bus.set(runtime, State.RUNNING, "adopted")
-            await self.finish_oneshot(runtime)
+            await self.keep_up(runtime, await self.finish_oneshot(runtime))
             return
         if was_ready:
-            self.bus.set(runtime, State.READY, "adopted")
+            self.bus.set(runtime, State.READY, "adopted")  # degraded at once if it should be
         else:
             self.bus.set(runtime, State.STARTING, "adopted; probing again")
             failure = await self.gate(runtime)
             if failure is not None:
-                await self.start_failed(runtime, failure)
+                await self.keep_up(runtime, self.failed_start(runtime, failure))
                 return
-        await self.supervise(runtime)
+        await self.keep_up(runtime, await self.supervise(runtime))
 
     # -- the deployment snapshot -------------------------------------------------------------
 
@@ -285,6 +290,10 @@ class Engine(Scheduling, Supervision):
             self._housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._housekeeping
+        for hold in list(self.hold_tasks):
+            hold.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await hold
         for runtime in self.runtimes.values():
             if runtime.task is not None and not runtime.task.done():
                 runtime.task.cancel()

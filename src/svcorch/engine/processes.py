@@ -150,14 +150,22 @@ class ProcessControl:
         """Anything of this service's is still there to stop."""
         return runtime.record is not None and (runtime.alive or self.group_left(runtime))
 
-    async def stop(self, runtime: Runtime, *, reason: str, timeout: float | None = None) -> None:
-        """stop.command, then the signal to the group, SIGKILL at the one deadline."""
+    async def stop(
+        self,
+        runtime: Runtime,
+        *,
+        reason: str,
+        timeout: float | None = None,
+        level: int | None = None,
+    ) -> None:
+        """stop.command, then the signal to the group, SIGKILL at the one deadline.
+        ``level``: how loud the stop is in the log (a liveness restart is a warning)."""
         record = runtime.record
         assert record is not None
         spec = runtime.service.stop
         limit = spec.timeout.total_seconds() if timeout is None else timeout
         deadline = time.monotonic() + limit
-        self.bus.set(runtime, State.STOPPING, reason)
+        self.bus.set(runtime, State.STOPPING, reason, level=level)
         if spec.command is not None and runtime.alive:
             await self._run_stop_command(runtime, deadline)
         try:

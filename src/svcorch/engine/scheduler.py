@@ -22,11 +22,9 @@ from svcorch.engine.service import (
     SETTLED_OK,
     Blocked,
     Runtime,
-    StartFailure,
     State,
-    condition_met,
     dependency_failed,
-    describe_exit,
+    unmet,
     waiting_detail,
 )
 from svcorch.model import Kind
@@ -143,26 +141,35 @@ class Scheduling(EngineBase):
             await self.down(launched)
         return outcome
 
-    def launch(self, runtime: Runtime) -> None:
-        """An explicit start: a fresh restart budget, then wait for the dependencies."""
+    def launch(self, runtime: Runtime, *, explicit: bool = True) -> None:
+        """Bring a service up once its dependencies are in their conditions.
+
+        ``explicit`` (an up or restart): a fresh restart budget, and a dependency that fails
+        meanwhile blocks it. Otherwise (a dependent paused for ``restart_on_dependency``) it
+        keeps its budget and waits through its dependency's failures for it to come back.
+        """
         runtime.generation += 1
-        runtime.restart_times.clear()
-        runtime.consecutive_failures = 0
+        if explicit:
+            runtime.restart_times.clear()
+            runtime.consecutive_failures = 0
         runtime.paused_by = None
         loop = asyncio.get_running_loop()
         if runtime.state is State.STOPPING:
             # a down is stopping it right now: start again once that stop is over
             runtime.task = loop.create_task(
-                self.guarded(runtime, self._bring_up_after_stop(runtime))
+                self.guarded(runtime, self._bring_up_after_stop(runtime, explicit))
             )
             return
-        self.bus.set(runtime, State.WAITING, waiting_detail(runtime.service))
-        runtime.task = loop.create_task(self.guarded(runtime, self._bring_up(runtime)))
+        self._wait(runtime)
+        runtime.task = loop.create_task(self.guarded(runtime, self._bring_up(runtime, explicit)))
 
-    async def _bring_up_after_stop(self, runtime: Runtime) -> None:
+    def _wait(self, runtime: Runtime) -> None:
+        self.bus.set(runtime, State.WAITING, waiting_detail(runtime, unmet(runtime, self.runtimes)))
+
+    async def _bring_up_after_stop(self, runtime: Runtime, explicit: bool) -> None:
         await self.bus.wait_for(lambda: runtime.state is not State.STOPPING)
-        self.bus.set(runtime, State.WAITING, waiting_detail(runtime.service))
-        await self._bring_up(runtime)
+        self._wait(runtime)
+        await self._bring_up(runtime, explicit)
 
     def failure(self, runtime: Runtime) -> Failure:
         return Failure(runtime.name, runtime.detail, tuple(self.log_tail(runtime.name)))
@@ -193,39 +200,34 @@ class Scheduling(EngineBase):
                 log.exception("%s: stopping it after the error failed too", runtime.name)
             self.bus.set(runtime, State.FAILED, f"internal error: {type(exc).__name__}: {exc}")
 
-    async def _bring_up(self, runtime: Runtime) -> None:
+    async def _bring_up(self, runtime: Runtime, explicit: bool) -> None:
         try:
-            await self._dependencies_met(runtime)
+            await self.await_dependencies(runtime, block=explicit)
         except Blocked as exc:
             self.bus.set(runtime, State.BLOCKED, str(exc))
             return
-        kind = runtime.service.kind
-        if kind is Kind.EXTERNAL:
+        if runtime.service.kind is Kind.EXTERNAL:
             await self._probe_external(runtime)
-        elif kind is Kind.ONESHOT:
-            await self.run_oneshot(runtime)
         else:
-            await self.run_managed(runtime)
+            await self.run_service(runtime)
 
-    async def _dependencies_met(self, runtime: Runtime) -> None:
-        edges = [(self.runtimes[d], e.condition) for d, e in runtime.service.depends_on.items()]
+    async def await_dependencies(self, runtime: Runtime, *, block: bool) -> None:
+        """Return once every dependency is in its condition. ``block``: raise ``Blocked``
+        instead as soon as one has failed (an up reports it rather than wait forever)."""
         blocker: list[str] = []
 
         def ready_or_blocked() -> bool:
-            for dependency, condition in edges:
-                if condition_met(dependency, condition):
-                    continue
-                if dependency_failed(dependency):
-                    blocker.append(f"dependency {dependency.name} is {dependency.state.value}")
-                    return True
-                return False
-            return True
+            lacking = unmet(runtime, self.runtimes)
+            if block:
+                for dependency in lacking:
+                    if dependency_failed(dependency):
+                        blocker.append(f"dependency {dependency.name} is {dependency.state.value}")
+                        return True
+            return not lacking
 
         await self.bus.wait_for(ready_or_blocked)
         if blocker:
             raise Blocked(blocker[0])
-
-    # -- the three kinds ---------------------------------------------------------------------
 
     async def _probe_external(self, runtime: Runtime) -> None:
         options = runtime.service.ready
@@ -237,39 +239,22 @@ class Scheduling(EngineBase):
         else:
             self.bus.set(runtime, State.FAILED, result.detail)
 
-    async def run_oneshot(self, runtime: Runtime) -> None:
-        failure = await self.processes.spawn(runtime, State.RUNNING)
-        if failure is not None:
-            await self.start_failed(runtime, failure)
-            return
-        await self.finish_oneshot(runtime)
-
-    async def finish_oneshot(self, runtime: Runtime) -> None:
-        assert runtime.exited is not None
-        code = await runtime.exited
-        runtime.record_exit(code)
-        await self.processes.reap_group(runtime)
-        if code == 0:
-            self.bus.set(runtime, State.COMPLETED, "exited 0")
-        else:
-            await self.start_failed(runtime, StartFailure(f"exited with {describe_exit(code)}"))
-
-    async def run_managed(self, runtime: Runtime) -> None:
-        failure = await self.processes.spawn(runtime, State.STARTING)
-        if failure is None:
-            failure = await self.gate(runtime)
-        if failure is not None:
-            await self.start_failed(runtime, failure)
-            return
-        await self.supervise(runtime)
-
     # -- down --------------------------------------------------------------------------------
 
     async def down(
-        self, names: Iterable[str], *, timeout: float | None = None, reason: str = ""
+        self,
+        names: Iterable[str],
+        *,
+        timeout: float | None = None,
+        reason: str = "",
+        hold: str | None = None,
     ) -> Outcome:
         """Stop ``names`` (already closed over their dependents), dependents first;
-        ``reason`` is the detail of their ``stopping`` events."""
+        ``reason`` is the detail of their ``stopping`` events.
+
+        ``hold``: stopped only while that dependency is away (``restart_on_dependency``);
+        each keeps ``paused_by`` so that an up waiting for it knows it will come back.
+        """
         started = time.monotonic()
         selected = [n for n in self.graph.subgraph(names).stop_order()]
         tasks: dict[str, asyncio.Future[bool]] = {}
@@ -279,7 +264,7 @@ class Scheduling(EngineBase):
             waits = [tasks[d] for d in self.graph.dependents(name) if d in tasks]
             if waits:
                 await asyncio.wait(waits)
-            return await self._stop(self.runtimes[name], timeout, reason)
+            return await self._stop(self.runtimes[name], timeout, hold, reason)
 
         for name in selected:  # dependents come first, so their futures exist already
             tasks[name] = loop.create_task(stop_after_dependents(name))
@@ -304,8 +289,12 @@ class Scheduling(EngineBase):
             elapsed=time.monotonic() - started,
         )
 
-    async def _stop(self, runtime: Runtime, timeout: float | None, reason: str = "") -> bool:
+    async def _stop(
+        self, runtime: Runtime, timeout: float | None, hold: str | None, reason: str = ""
+    ) -> bool:
         """Stop one service; False when there was nothing to stop."""
+        # stopped on purpose (no hold): no return of a dependency resumes it
+        runtime.paused_by = hold
         task = runtime.task
         if task is not None and not task.done() and task is not asyncio.current_task():
             task.cancel()
@@ -313,7 +302,6 @@ class Scheduling(EngineBase):
                 await task
         if runtime.task is task:
             runtime.task = None
-        runtime.paused_by = None  # stopped on purpose: no restart of a dependency resumes it
         if runtime.service.kind is Kind.EXTERNAL:
             was = runtime.state
             if was is not State.STOPPED:
@@ -324,6 +312,7 @@ class Scheduling(EngineBase):
                 keep = runtime.detail if runtime.state in SETTLED_BAD else ""
                 self.bus.set(runtime, State.STOPPED, keep)
             return False  # nothing was running
+        reason = reason or (f"{hold} is down (restart_on_dependency)" if hold else "")
         await self.processes.stop(runtime, reason=reason, timeout=timeout)
         self.bus.set(runtime, State.STOPPED, runtime.detail)
         return True
