@@ -19,10 +19,16 @@ CLI_MODULES = {
     "svcorch.cli_catalogue",
     "svcorch.cli_runtime",
     "svcorch.cli_check",
+    "svcorch.cli_events",
     "svcorch.__main__",
 }
 # the app is built in svcorch.cli from the command modules, which share only cli_base
-CLI_COMMAND_MODULES = ("svcorch.cli_catalogue", "svcorch.cli_runtime", "svcorch.cli_check")
+CLI_COMMAND_MODULES = (
+    "svcorch.cli_catalogue",
+    "svcorch.cli_runtime",
+    "svcorch.cli_check",
+    "svcorch.cli_events",
+)
 TERMINAL = ("typer", "rich", "click")
 
 
@@ -85,6 +91,7 @@ def test_errors_imports_nothing_of_svcorch() -> None:
                 "svcorch.interpolate",
                 "svcorch.durations",
                 "svcorch.redaction",
+                "svcorch.journal",
             )
         )
     ),
@@ -142,7 +149,14 @@ def test_engine_parts_import_only_the_parts_below_them(index: int) -> None:
         # the halves declare each other's result type for mypy only (TYPE_CHECKING)
         reached = [r for r in reached if r != "svcorch.engine.scheduler"]
     assert not reached, f"{module} reaches up to {reached}"
-    for outside in ("svcorch.supervisor", "svcorch.commands", "svcorch.control", "svcorch.notify"):
+    for outside in (
+        "svcorch.supervisor",
+        "svcorch.commands",
+        "svcorch.control",
+        "svcorch.notify",
+        "svcorch.alerts",
+        "svcorch.eventlog",
+    ):
         assert not _uses(imports, outside), f"{module} imports {outside}"
 
 

@@ -22,7 +22,7 @@ from typing import Any
 from svcorch.errors import DaemonError
 
 MAX_LINE = 16 * 1024 * 1024  # a status of thousands of services still fits
-OPS = ("ping", "up", "down", "restart", "status")
+OPS = ("ping", "up", "down", "restart", "status", "events")
 
 
 class RemoteError(DaemonError):

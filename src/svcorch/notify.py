@@ -1,4 +1,5 @@
-"""Notifiers: tell someone when a service's health changes (``check --watch``).
+"""Notifiers: tell someone when a service's health changes (``check --watch``) or the daemon
+sees a service crash, restart, recover, ... (``svcorch.alerts``).
 
 ``webhook`` POSTs the event as JSON; ``exec`` runs a command with the event as JSON on
 stdin and ``SVCORCH_*`` variables. Each notifier has its own worker thread and queue, so
@@ -23,9 +24,10 @@ import signal
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from svcorch.model import ExecNotifier, Notifier, WebhookNotifier
@@ -37,6 +39,20 @@ if TYPE_CHECKING:
 RETRY_FIRST = 0.5  # seconds before the first retry
 RETRY_MAX = 10.0  # the backoff doubles up to this
 SECRET_HEADERS = ("authorization", "proxy-authorization", "cookie")
+
+
+class Message(Protocol):
+    """What a notifier sends: a ``HealthChange`` of ``check --watch`` or a daemon ``Alert``."""
+
+    @property
+    def service(self) -> str: ...
+
+    @property
+    def event(self) -> str: ...
+
+    def to_dict(self) -> dict[str, object]: ...
+
+    def environment(self) -> dict[str, str]: ...
 
 
 @dataclass(frozen=True)
@@ -266,11 +282,11 @@ def backoff(first: float = RETRY_FIRST, most: float = RETRY_MAX) -> Iterator[flo
         delay = min(delay * 2, most)
 
 
-Send = Callable[[Notifier, HealthChange, bytes], None]
+Send = Callable[[Notifier, Message, bytes], None]
 
 
 class Notifications:
-    """Sends each change to every notifier in the background, in order, with retries."""
+    """Sends each message to every notifier in the background, in order, with retries."""
 
     def __init__(
         self,
@@ -288,9 +304,9 @@ class Notifications:
         self.retry_max = retry_max
         self.transport: Send = send or self._send
         self.stop = threading.Event()
-        self._workers: list[tuple[queue.Queue[HealthChange | None], threading.Thread]] = []
+        self._workers: list[tuple[queue.Queue[Message | None], threading.Thread]] = []
         for index, notifier in enumerate(notifiers):
-            pending: queue.Queue[HealthChange | None] = queue.Queue()
+            pending: queue.Queue[Message | None] = queue.Queue()
             thread = threading.Thread(
                 target=self._work,
                 args=(notifier, pending),
@@ -300,19 +316,28 @@ class Notifications:
             thread.start()
             self._workers.append((pending, thread))
 
-    def send(self, change: HealthChange) -> None:
+    def send(self, change: Message) -> None:
         for pending, _ in self._workers:
             pending.put(change)
 
-    def close(self) -> None:
-        """Stop retrying; what is queued gets one last attempt, bounded by its timeout."""
+    def send_to(self, index: int, message: Message) -> None:
+        """To the ``index``-th notifier only (each daemon notifier damps on its own)."""
+        self._workers[index][0].put(message)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop retrying; what is queued gets one last attempt, bounded by its timeout.
+
+        ``timeout``: wait at most that long in all (a daemon on its way out); the workers
+        are daemon threads, so what is still being attempted then ends with the process.
+        """
         self.stop.set()
         for pending, _ in self._workers:
             pending.put(None)
+        deadline = None if timeout is None else time.monotonic() + timeout
         for _, thread in self._workers:
-            thread.join()
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
-    def _work(self, notifier: Notifier, pending: queue.Queue[HealthChange | None]) -> None:
+    def _work(self, notifier: Notifier, pending: queue.Queue[Message | None]) -> None:
         while (change := pending.get()) is not None:
             try:
                 self._deliver(notifier, change)
@@ -324,13 +349,13 @@ class Notifications:
                 with contextlib.suppress(Exception):
                     self.on_delivery(failure)
 
-    def _send(self, notifier: Notifier, change: HealthChange, body: bytes) -> None:
+    def _send(self, notifier: Notifier, change: Message, body: bytes) -> None:
         if isinstance(notifier, WebhookNotifier):
             post(notifier, body)
         else:
             run_command(notifier, body, change.environment(), self.base_dir)
 
-    def _deliver(self, notifier: Notifier, change: HealthChange) -> None:
+    def _deliver(self, notifier: Notifier, change: Message) -> None:
         body = json.dumps(change.to_dict()).encode()
         name = describe(notifier)
         secrets = notifier_secrets(notifier)

@@ -29,6 +29,7 @@ from svcorch import catalogue as catalogue_module
 from svcorch import control, plan
 from svcorch.engine import Engine, Event
 from svcorch.errors import CatalogueError, DaemonError, SvcorchError
+from svcorch.eventlog import EventLog
 from svcorch.model import Catalogue
 from svcorch.state import StateFile, StateLayout, StateLock, ensure_state_dir
 
@@ -63,6 +64,7 @@ class Daemon:
         self.shutting_down = False  # a signal: everything is being stopped, then we exit
         self.busy = 0
         self._loaded: tuple[object, ...] | None = None  # what the catalogue was loaded from
+        self.events = EventLog(layout.root)  # journal, `events` followers, alerts
         self._env_files: list[Path] = []
 
     async def run(self) -> int:
@@ -92,6 +94,7 @@ class Daemon:
             self.layout.socket.unlink()
         if self.engine is not None:
             await self.engine.close()
+        await self.events.close()
         log.info("exiting")
         return 0
 
@@ -110,13 +113,18 @@ class Daemon:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.busy += 1
-        acting = False
+        acting = following = False
         try:
             line = await reader.readline()
             if not line:
                 return
             request = control.decode(line)
             acting = request.get("op") in ACTIONS
+            if request.get("op") == "events":
+                following = True  # a follower neither keeps the daemon alive nor holds it up
+                self.busy -= 1
+                await self.events.serve(request, reader, lambda m: self._send(writer, m))
+                return
             await self._dispatch(request, writer)
         except SvcorchError as exc:
             await self._send(writer, {"error": str(exc), "exit_code": exc.exit_code})
@@ -134,7 +142,7 @@ class Daemon:
                 },
             )
         finally:
-            self.busy -= 1
+            self.busy -= 0 if following else 1
             with contextlib.suppress(Exception):
                 writer.close()
                 await writer.wait_closed()
@@ -163,8 +171,10 @@ class Daemon:
             for name in ([env_files] if isinstance(env_files, str) else env_files or [])
         ]
         self._loaded = self._source(file, environ)
+        self.events.configure(catalogue, environ)
         if self.engine is None:
             self.engine = Engine(catalogue, self.layout, environ=environ)
+            self.engine.subscribe(self.events)  # before adoption: its events are events too
             adopted = self.engine.adopt(StateFile(self.layout.state_file).load())
             if adopted:
                 log.info("adopted %s", ", ".join(adopted))
