@@ -304,6 +304,7 @@ class Notifications:
         self.retry_max = retry_max
         self.transport: Send = send or self._send
         self.stop = threading.Event()
+        self._deadline: float | None = None  # set by a close with a timeout
         self._workers: list[tuple[queue.Queue[Message | None], threading.Thread]] = []
         for index, notifier in enumerate(notifiers):
             pending: queue.Queue[Message | None] = queue.Queue()
@@ -327,13 +328,15 @@ class Notifications:
     def close(self, timeout: float | None = None) -> None:
         """Stop retrying; what is queued gets one last attempt, bounded by its timeout.
 
-        ``timeout``: wait at most that long in all (a daemon on its way out); the workers
-        are daemon threads, so what is still being attempted then ends with the process.
+        ``timeout``: wait at most that long in all (a daemon on its way out): nothing is
+        attempted after it, and an attempt under way then ends with the process (the
+        workers are daemon threads).
         """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._deadline = deadline
         self.stop.set()
         for pending, _ in self._workers:
             pending.put(None)
-        deadline = None if timeout is None else time.monotonic() + timeout
         for _, thread in self._workers:
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
@@ -362,6 +365,13 @@ class Notifications:
         delays = backoff(self.retry_first, self.retry_max)
         attempts = 0
         while True:
+            if self._deadline is not None and time.monotonic() >= self._deadline:
+                # closed with a timeout (a daemon exiting): what is left is not attempted
+                self.on_delivery(
+                    Delivery(name, change.service, change.event, False, attempts, "not sent:"
+                             " svcorch was exiting")
+                )  # fmt: skip
+                return
             attempts += 1
             try:
                 self.transport(notifier, change, body)
