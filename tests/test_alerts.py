@@ -161,6 +161,7 @@ def test_the_payload_carries_what_a_receiver_needs() -> None:
     payload = summary.to_dict()
     assert payload["event"] == "summary" and payload["count"] == 1
     assert payload["since"] == alert.time
+    listed: dict[str, object]
     [listed] = payload["events"]  # type: ignore[misc]
     assert listed["kind"] == "recovered" and listed["detail"] == "PONG"
     env = summary.environment()

@@ -25,7 +25,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableSet, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -233,12 +233,19 @@ def _argv(notifier: ExecNotifier) -> list[str]:
     return shlex.split(command) if isinstance(command, str) else list(command)
 
 
-def run_command(notifier: ExecNotifier, body: bytes, env: Mapping[str, str], cwd: str) -> None:
+def run_command(
+    notifier: ExecNotifier,
+    body: bytes,
+    env: Mapping[str, str],
+    cwd: str,
+    children: MutableSet[subprocess.Popen[bytes]] | None = None,
+) -> None:
     """Run the command with ``body`` on stdin; raises NotifyFailed unless it exits 0 in time.
 
     Files, not pipes: a background process the command leaves behind (``page-oncall &``)
     would hold a pipe open and a reader would wait for it forever. On timeout the whole
     process group is killed, in case the command is a shell running something else.
+    ``children`` holds the command while it runs, so that a closing daemon can end it.
     """
     timeout = notifier.timeout.total_seconds()
     with tempfile.TemporaryFile() as stdin, tempfile.TemporaryFile() as output:
@@ -256,6 +263,8 @@ def run_command(notifier: ExecNotifier, body: bytes, env: Mapping[str, str], cwd
             )
         except OSError as exc:
             raise NotifyFailed(exc.strerror or str(exc)) from None
+        if children is not None:
+            children.add(process)
         try:
             code = process.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -263,6 +272,9 @@ def run_command(notifier: ExecNotifier, body: bytes, env: Mapping[str, str], cwd
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
             raise NotifyFailed(f"no exit within {timeout:g}s (killed)") from None
+        finally:
+            if children is not None:
+                children.discard(process)
         if code != 0:
             output.seek(0)
             lines = output.read().decode("utf-8", "replace").strip().splitlines()
@@ -305,6 +317,7 @@ class Notifications:
         self.transport: Send = send or self._send
         self.stop = threading.Event()
         self._deadline: float | None = None  # set by a close with a timeout
+        self._children: set[subprocess.Popen[bytes]] = set()  # exec commands running now
         self._workers: list[tuple[queue.Queue[Message | None], threading.Thread]] = []
         for index, notifier in enumerate(notifiers):
             pending: queue.Queue[Message | None] = queue.Queue()
@@ -339,6 +352,17 @@ class Notifications:
             pending.put(None)
         for _, thread in self._workers:
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        if deadline is not None:
+            self._end_children()
+
+    def _end_children(self) -> None:
+        """Commands still running at the deadline go, with their process groups: nobody
+        would be left to enforce their timeout."""
+        for child in list(self._children):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child.pid, signal.SIGKILL)
+        for _, thread in self._workers:
+            thread.join(1.0)  # each reaps its command
 
     def _work(self, notifier: Notifier, pending: queue.Queue[Message | None]) -> None:
         while (change := pending.get()) is not None:
@@ -356,7 +380,7 @@ class Notifications:
         if isinstance(notifier, WebhookNotifier):
             post(notifier, body)
         else:
-            run_command(notifier, body, change.environment(), self.base_dir)
+            run_command(notifier, body, change.environment(), self.base_dir, self._children)
 
     def _deliver(self, notifier: Notifier, change: Message) -> None:
         body = json.dumps(change.to_dict()).encode()

@@ -41,6 +41,16 @@ def alerts(stack: Stack) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def healed(stack: Stack, service: str, crashed: int, timeout: float = 5) -> None:
+    """Ready again under a new pid, read from state.json (the CLI is slow on a busy box)."""
+
+    def ready() -> bool:
+        record = stack.records().get(service, {})
+        return record.get("state") == "ready" and record.get("pid") not in (None, crashed)
+
+    wait_until(ready, timeout, f"{service} healed by its restart policy")
+
+
 def journal(stack: Stack, *args: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stack.ok("events", "--json", *args).splitlines()]
 
@@ -55,14 +65,10 @@ def test_a_kill_9_healed_by_the_restart_policy_alerts_within_3s(stack: Stack) ->
     pid = stack.status()["web"]["pid"]
     os.kill(pid, signal.SIGKILL)
     killed = time.time()
-    wait_until(
-        lambda: stack.status()["web"]["state"] == "ready" and stack.status()["web"]["pid"] != pid,
-        timeout=2,
-        message="web healed by its restart policy",
-    )
-    wait_until(lambda: alerts(stack), timeout=3, message="an alert within 3 s of the kill")
+    healed(stack, "web", pid)
+    wait_until(lambda: alerts(stack), timeout=10, message="an alert")
     [first] = alerts(stack)
-    assert first["got"] - killed < 3
+    assert first["got"] - killed < 3  # the notifier's own clock: when it ran
     event = first["event"]
     assert {k: event[k] for k in ("source", "event", "severity", "service", "old", "new")} == {
         "source": "daemon",
