@@ -250,3 +250,37 @@ def test_closing_sends_what_open_windows_collected(tmp_path: Path) -> None:
     wait_until(lambda: len(received(tmp_path)) == 1, 5, "the alert")
     alerter.close(5)
     assert [e["event"] for e in received(tmp_path)] == ["exited", "summary"]
+
+
+# -- the catalogue's side ----------------------------------------------------------------------
+
+
+def test_notifiers_default_to_warnings_damped_for_30s() -> None:
+    notifier = ExecNotifier.model_validate({"type": "exec", "command": "page"})
+    assert notifier.min_severity == "warning"
+    assert notifier.damping.total_seconds() == 30
+    hook = WebhookNotifier.model_validate({"type": "webhook", "url": "http://127.0.0.1:9/"})
+    assert (hook.min_severity, hook.damping.total_seconds()) == ("warning", 30)
+
+
+def test_a_bad_severity_or_damping_is_one_located_line_each(tmp_path: Path) -> None:
+    import pytest
+
+    from svcorch import catalogue as catalogue_module
+    from svcorch.errors import CatalogueError
+
+    path = tmp_path / "services.yaml"
+    path.write_text(
+        "version: 1\n"
+        "notify:\n"
+        "  - {type: exec, command: page, min_severity: warn, damping: soon}\n"
+        "services:\n"
+        "  a: {command: sleep 1}\n"
+    )
+    with pytest.raises(CatalogueError) as caught:
+        catalogue_module.load(path, environ={})
+    assert [str(p) for p in caught.value.problems] == [
+        f"{path}:3:5: notify.0.exec.min_severity: Input should be 'info', 'warning', 'error'"
+        " or 'critical'",
+        f"{path}:3:5: notify.0.exec.damping: invalid duration 'soon' (use e.g. 250ms, 30s, 2m, 1h)",
+    ]

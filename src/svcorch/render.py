@@ -498,8 +498,8 @@ def journal_line(record: Mapping[str, Any], width: int = 16) -> Text:
     line = Text(stamp + " ", style="dim")
     line.append(f"{severity.upper():<8} ", style=SEVERITY_STYLES.get(severity, "bold red"))
     line.append(f"{record['service']:<{width}} ", style="bold")
-    line.append(f"{record['kind']:<15}", style=state_style(str(record["new"])))
     detail = str(record.get("detail") or "")
-    if detail:
-        line.append(f" {detail}")
+    kind = f"{record['kind']:<15} " if detail else str(record["kind"])
+    line.append(kind, style=SEVERITY_STYLES.get(severity, "bold red"))
+    line.append(detail)
     return line
