@@ -124,6 +124,14 @@ def test_a_higher_threshold_hears_only_what_reaches_it() -> None:
     assert d.feed(recovered(), 0.1) == []
     fatal = rec("fatal", "critical", new="fatal", detail="5 restarts within 60s")
     assert [a.event for a in d.feed(fatal, 0.2)] == ["fatal"]
+    # critical: only what gave up (docs/operations.md)
+    d = damper(0, threshold=Severity.CRITICAL)
+    failed = rec("failed", "error", new="failed", detail="port 8000 is in use by pid 7")
+    assert d.feed(crash(), 0.0) == [] and d.feed(failed, 0.1) == []
+    assert [a.event for a in d.feed(fatal, 0.2)] == ["fatal"]
+    # a stop ends the problem too, and says so
+    stopped = rec("stopped", "info", new="stopped", detail="")
+    assert [a.event for a in d.feed(stopped, 0.3)] == ["stopped"]
 
 
 def test_a_summary_lists_a_bounded_number_of_events_but_counts_them_all() -> None:
@@ -133,7 +141,7 @@ def test_a_summary_lists_a_bounded_number_of_events_but_counts_them_all() -> Non
         d.feed(restarted(), 1.0)
     [summary] = d.due(30.0)
     assert summary.count == SUMMARY_EVENTS + 25
-    assert len(summary.events) == SUMMARY_EVENTS
+    assert len(summary.events) == SUMMARY_EVENTS == 50  # docs/operations.md
     assert "(+25 more)" in summary.detail
 
 
@@ -165,6 +173,11 @@ def test_the_payload_carries_what_a_receiver_needs() -> None:
     [listed] = payload["events"]  # type: ignore[misc]
     assert listed["kind"] == "recovered" and listed["detail"] == "PONG"
     env = summary.environment()
+    assert sorted(env) == sorted(
+        f"SVCORCH_{name}"
+        for name in ("SOURCE", "EVENT", "SEVERITY", "SERVICE", "OLD", "NEW", "DETAIL", "TIME",
+                     "COUNT", "CATALOGUE", "HOST")
+    )  # fmt: skip
     assert env["SVCORCH_EVENT"] == "summary" and env["SVCORCH_COUNT"] == "1"
     assert env["SVCORCH_SOURCE"] == "daemon" and env["SVCORCH_SEVERITY"] == "info"
 

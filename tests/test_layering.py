@@ -176,3 +176,9 @@ def test_the_cli_has_one_direction() -> None:
         others = CLI_MODULES - {"svcorch.cli_base", module}
         assert not [c for c in others if _uses(MODULES[module], c)], module
         assert _uses(MODULES["svcorch.cli"], module)
+
+
+def test_the_journal_is_read_without_the_engine() -> None:
+    """`svcorch events` reads history without paying for the engine (docs/architecture.md)."""
+    assert not _uses(MODULES["svcorch.journal"], "svcorch")
+    assert not _uses(MODULES["svcorch.commands.events"], "svcorch.engine")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 JOURNAL_NAME = "events.jsonl"
-MAX_SIZE = 1_000_000  # bytes per file: about 4,000 events
+MAX_SIZE = 1_000_000  # bytes per file; a line is 150-300 bytes
 BACKUPS = 3  # rotated files kept, so at most 4 MB of history
 _READ_CHUNK = 64 * 1024
 
