@@ -192,6 +192,14 @@ class EventLog:
 
     async def close(self) -> None:
         """The daemon is exiting: followers are told, open windows summarised and sent."""
+        await self.release_followers()
+        if self.alerter is not None:
+            await asyncio.to_thread(self.alerter.close, CLOSE_TIMEOUT)
+        self.journal.close()
+
+    async def release_followers(self) -> None:
+        """End every follower's stream, before the server closes: from Python 3.12 on, a
+        closing server waits for its connections, and a follower never leaves by itself."""
         followers = list(self.followers)
         for follower in followers:
             follower.end("the daemon exited")
@@ -202,9 +210,6 @@ class EventLog:
             await asyncio.wait(waits, timeout=1)
             for wait in waits:
                 wait.cancel()
-        if self.alerter is not None:
-            await asyncio.to_thread(self.alerter.close, CLOSE_TIMEOUT)
-        self.journal.close()
 
 
 def _log_delivery(delivery: Delivery) -> None:

@@ -89,6 +89,7 @@ class Daemon:
         log.info("listening on %s (pid %d)", self.layout.socket, os.getpid())
         async with server:
             await self.finished.wait()
+            await self.events.release_followers()
             server.close()
         with contextlib.suppress(FileNotFoundError):
             self.layout.socket.unlink()
