@@ -9,21 +9,24 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from svcorch.cli_base import JsonFlag, Names, console, load, options, want_json, write
+from svcorch.cli_base import JsonFlag, console, load, options, want_json, write
 
 if TYPE_CHECKING:
     from svcorch.journal import EventRecord
 
 
 def events(
-    names: Names = None,
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(help="Services (default: all).", show_default=False),
+    ] = None,
     since: Annotated[
         str | None,
         typer.Option(
             "--since",
             help="Only events from then on: a duration ago (10m, 2h) or a local time "
-            "(2024-05-02 10:00, 10:00) [default: all kept; with -f: the last 10].",
-            show_default=False,
+            "(2024-05-02 10:00, 10:00).",
+            show_default="all kept; with -f: the last 10",
         ),
     ] = None,
     follow: Annotated[

@@ -105,7 +105,7 @@ def test_a_flapping_service_yields_one_alert_and_one_summary(stack: Stack) -> No
         notify=recorder(stack, damping="3s"),
     )
     stack.ok("up")  # no probe: ready once started
-    wait_until(lambda: stack.status()["crashy"]["state"] == "fatal", 20, "crashy fatal")
+    wait_until(lambda: stack.records()["crashy"]["state"] == "fatal", 30, "crashy fatal")
     wait_until(lambda: len(alerts(stack)) == 2, 10, "the summary when the damping window closes")
     # the window reopened by the summary closes quiet: nothing more is sent
     wait_until(
