@@ -35,7 +35,7 @@ SEND_TIMEOUT = 30.0  # seconds a client may leave the daemon's answers unread
 MAX_NAME = 256  # a service or profile name in a request
 MAX_SECONDS = 7 * 24 * 3600.0  # a stop timeout; a week is already no timeout at all
 PID_MAX = 1 << 22  # PID_MAX_LIMIT of 64-bit Linux
-OPS = ("ping", "up", "down", "restart", "status", "plan")
+OPS = ("ping", "up", "down", "restart", "status", "plan", "events")
 
 
 class RemoteError(DaemonError):
@@ -104,6 +104,7 @@ class Request:
     rollback: bool = False
     no_recreate: bool = False
     timeout: float | None = None
+    since: float | None = None  # events: epoch seconds
 
     @classmethod
     def parse(cls, message: dict[str, Any]) -> Request:
@@ -120,6 +121,7 @@ class Request:
             rollback=_flag(message.get("rollback"), "rollback"),
             no_recreate=_flag(message.get("no_recreate"), "no_recreate"),
             timeout=_seconds(message.get("timeout"), "timeout"),
+            since=_since(message.get("since")),
         )
 
 
@@ -180,6 +182,14 @@ def _seconds(value: object, field: str) -> float | None:
         raise BadRequest(
             f"bad request: `{field}` must be seconds from 0 to {MAX_SECONDS:g}, got {_shown(value)}"
         )
+    return float(value)
+
+
+def _since(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise BadRequest(f"bad request: `since` must be epoch seconds, got {_shown(value)}")
     return float(value)
 
 

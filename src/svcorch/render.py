@@ -528,3 +528,25 @@ def delivery_line(delivery: Any) -> Text:
     else:
         text.append(f", gave up after {_count(delivery.attempts, 'attempt')}: {delivery.detail}")
     return text
+
+
+SEVERITY_STYLES = {"info": "", "warning": "yellow", "error": "red", "critical": "bold red"}
+
+
+def journal_line(record: Mapping[str, Any], width: int = 16) -> Text:
+    """One event of ``svcorch events``:
+    ``2024-05-02 10:00:00.123 WARNING  worker  exited  restarting in 0.05s: ...``."""
+    import time
+
+    moment = float(record["time"])
+    millis = int(moment * 1000) % 1000
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(moment)) + f".{millis:03d}"
+    severity = str(record["severity"])
+    line = Text(stamp + " ", style="dim")
+    line.append(f"{severity.upper():<8} ", style=SEVERITY_STYLES.get(severity, "bold red"))
+    line.append(f"{record['service']:<{width}} ", style="bold")
+    detail = str(record.get("detail") or "")
+    kind = f"{record['kind']:<15} " if detail else str(record["kind"])
+    line.append(kind, style=SEVERITY_STYLES.get(severity, "bold red"))
+    line.append(detail)
+    return line

@@ -31,6 +31,7 @@ from svcorch import control, logconfig, plan
 from svcorch.control import Request
 from svcorch.engine import Engine, Event
 from svcorch.errors import CatalogueError, DaemonError, SvcorchError
+from svcorch.eventlog import EventLog
 from svcorch.graph import ServiceGraph
 from svcorch.model import Catalogue
 from svcorch.redaction import NAME_KEYS, Redactor
@@ -79,6 +80,7 @@ class Daemon:
         self.shutting_down = False  # a signal: everything is being stopped, then we exit
         self.busy = 0
         self._loaded: tuple[object, ...] | None = None  # what the snapshot was loaded from
+        self.events = EventLog(layout.root)  # journal, `events` followers, alerts
         self._env_files: list[Path] = []
         # the file on disk, loaded with the snapshot's environment, for status's drift marks
         self._on_disk: tuple[tuple[object, ...], Catalogue | None] | None = None
@@ -108,11 +110,13 @@ class Daemon:
         log.info("listening on %s (pid %d)", self.layout.socket, os.getpid())
         async with server:
             await self.finished.wait()
+            await self.events.release_followers()
             server.close()
         with contextlib.suppress(FileNotFoundError):
             self.layout.socket.unlink()
         if self.engine is not None:
             await self.engine.close()
+        await self.events.close()
         log.info("exiting")
         return 0
 
@@ -131,13 +135,19 @@ class Daemon:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.busy += 1
-        acting = False
+        acting = following = False
         try:
             line = await self._read_request(reader)
             if line is None:
                 return
             request = Request.parse(control.decode(line))
             acting = request.op in ("up", "down", "restart")
+            if request.op == "events":
+                following = True  # a follower neither keeps the daemon alive nor holds it up
+                self.busy -= 1
+                wanted = {"services": list(request.services), "since": request.since}
+                await self.events.serve(wanted, reader, lambda m: self._send(writer, m))
+                return
             if request.op != "ping":
                 # re-checked on every command: the user may have loosened or broken them
                 secure(self.layout.root)
@@ -159,7 +169,7 @@ class Daemon:
                 },
             )
         finally:
-            self.busy -= 1
+            self.busy -= 0 if following else 1
             with contextlib.suppress(Exception):
                 writer.close()
                 await asyncio.wait_for(writer.wait_closed(), control.SEND_TIMEOUT)
@@ -272,8 +282,10 @@ class Daemon:
         ]
         self._loaded = self._source(file, environ)
         self.file = file
+        self.events.configure(catalogue, environ)
         if self.engine is None:
             self.engine = Engine(catalogue, self.layout, environ=environ)
+            self.engine.subscribe(self.events)  # before adoption: its events are events too
             # a corrupt file is set aside and what it still held carried on; issue 8 point 1
             # (finding services again by their identity) plugs in here as `refind=`
             records, set_aside = StateFile(self.layout.state_file).load_or_set_aside()
