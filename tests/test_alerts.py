@@ -35,9 +35,7 @@ def rec(
 
 
 def crash(service: str = "web") -> EventRecord:
-    return rec(
-        "exited", "warning", service, detail="restarting in 0.05s: killed by SIGKILL"
-    )
+    return rec("exited", "warning", service, detail="restarting in 0.05s: killed by SIGKILL")
 
 
 def restarted(service: str = "web") -> EventRecord:
