@@ -46,9 +46,15 @@ def graph(
     names: Names = None,
     dot: Annotated[bool, typer.Option("--dot", help="Graphviz dot.")] = False,
     mermaid: Annotated[bool, typer.Option("--mermaid", help="Mermaid `graph TD`.")] = False,
-    as_tree: Annotated[bool, typer.Option("--tree", help="A tree (the default).")] = False,
+    as_tree: Annotated[
+        bool, typer.Option("--tree", help="A tree.", show_default="on, unless --dot or --mermaid")
+    ] = False,
     timings: Annotated[
-        bool, typer.Option("--timings", help="With --dot: colour by the last up's start→ready.")
+        bool,
+        typer.Option(
+            "--timings",
+            help="With --dot: colour by the last up's start→ready.",
+        ),
     ] = False,
 ) -> None:
     """Draw the dependency graph (of SERVICE… and what they need)."""
@@ -92,7 +98,7 @@ def schema() -> None:
 
 
 def import_supervisor(
-    path: Annotated[Path, typer.Argument(help="A supervisord.conf to convert.")],
+    path: Annotated[Path, typer.Argument(metavar="PATH", help="A supervisord.conf to convert.")],
 ) -> None:
     """Convert a supervisord config into a services.yaml skeleton (printed to stdout)."""
     from svcorch.importers.supervisor import convert

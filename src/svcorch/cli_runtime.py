@@ -10,7 +10,18 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from svcorch.cli_base import JsonFlag, Names, ProfileFlag, console, load, options, want_json, write
+from svcorch.cli_base import (
+    JsonFlag,
+    Names,
+    ProfileFlag,
+    TimeoutFlag,
+    _complete_service,
+    console,
+    load,
+    options,
+    want_json,
+    write,
+)
 from svcorch.control import RemoteError
 from svcorch.errors import CatalogueError, Problem, UsageError
 
@@ -190,14 +201,22 @@ def up(
     profile: ProfileFlag = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the start plan only.")] = False,
     foreground: Annotated[
-        bool, typer.Option("--foreground", help="Run here, stream output; Ctrl-C stops all.")
+        bool,
+        typer.Option(
+            "--foreground",
+            help="Run here, not in the daemon; stream output; Ctrl-C stops all.",
+        ),
     ] = False,
     rollback: Annotated[
-        bool, typer.Option("--rollback", help="On failure, stop what this up started.")
+        bool,
+        typer.Option("--rollback", help="On failure, stop what this up started."),
     ] = False,
     json_output: JsonFlag = False,
 ) -> None:
-    """Start SERVICE… and what they need, bottom-up, each gated on its readiness probe."""
+    """Start SERVICE… and what they need, bottom-up, each gated on its readiness probe.
+
+    Also `svcorch start`.
+    """
     if not dry_run and not foreground:
         _act("up", {"services": list(names or []), "rollback": rollback}, json_output)
         return
@@ -241,12 +260,13 @@ def down(
     names: Names = None,
     profile: ProfileFlag = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the stop plan only.")] = False,
-    timeout: Annotated[
-        str | None, typer.Option("--timeout", help="Override every stop timeout, e.g. 5s.")
-    ] = None,
+    timeout: TimeoutFlag = None,
     json_output: JsonFlag = False,
 ) -> None:
-    """Stop SERVICE… and everything that depends on them (default: all), top-down."""
+    """Stop SERVICE… and everything that depends on them (default: all), top-down.
+
+    Also `svcorch stop`.
+    """
     from svcorch.commands import daemon
 
     stop_timeout = _duration(timeout, "--timeout")
@@ -275,10 +295,15 @@ def down(
 
 
 def restart(
-    names: Annotated[list[str], typer.Argument(help="Services to restart.")],
-    timeout: Annotated[
-        str | None, typer.Option("--timeout", help="Override every stop timeout, e.g. 5s.")
-    ] = None,
+    names: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="SERVICE",
+            help="Services to restart.",
+            autocompletion=_complete_service,
+        ),
+    ],
+    timeout: TimeoutFlag = None,
     json_output: JsonFlag = False,
 ) -> None:
     """Stop SERVICE… and their dependents top-down, start them again bottom-up, gated."""
@@ -287,7 +312,10 @@ def restart(
 
 
 def status(names: Names = None, json_output: JsonFlag = False) -> None:
-    """State, pid, uptime, restarts and last detail of each service."""
+    """State, pid, uptime, restarts and last detail of each service.
+
+    Also `svcorch ps`.
+    """
     from svcorch import render
     from svcorch.commands import status as status_command
 
@@ -301,9 +329,12 @@ def status(names: Names = None, json_output: JsonFlag = False) -> None:
 def logs(
     names: Names = None,
     follow: Annotated[
-        bool, typer.Option("-f", "--follow", help="Keep printing new lines.")
+        bool,
+        typer.Option("-f", "--follow", help="Keep printing new lines until Ctrl-C."),
     ] = False,
-    lines: Annotated[int, typer.Option("-n", "--lines", help="Lines per service first.")] = 20,
+    lines: Annotated[
+        int, typer.Option("-n", "--lines", metavar="N", help="Lines per service first.")
+    ] = 20,
 ) -> None:
     """Print services' logs, prefixed and coloured; -f follows across rotations and restarts."""
     from svcorch import render
