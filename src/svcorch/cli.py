@@ -139,7 +139,7 @@ def run(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one exit per e
     """Run the CLI and return its exit code; every error becomes one line per problem."""
     if COMPLETE_VAR in os.environ:
         # the shell asks for completions (see `--show-completion`): typer answers and exits
-        from typer.completion import completion_init
+        from typer._completion_classes import completion_init
 
         completion_init()
     try:

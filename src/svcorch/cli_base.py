@@ -68,12 +68,10 @@ def _shell(given: str, flag: str) -> str:
     """The shell named, else the one this command runs under."""
     shell = given
     if not shell:
-        try:
-            import shellingham  # typer's own dependency, for this only
+        # typer's detection (shellingham, from the process tree), else the login shell
+        from typer._completion_shared import _get_shell_name
 
-            shell = str(shellingham.detect_shell()[0])
-        except Exception:  # not detected: fall back on the login shell
-            shell = Path(os.environ.get("SHELL", "")).name
+        shell = _get_shell_name() or Path(os.environ.get("SHELL", "")).name
     if shell not in SHELLS:
         said = f"{given!r} is not a shell svcorch completes" if given else "cannot tell your shell"
         raise UsageError(f"{flag}: {said}; name one of {', '.join(SHELLS)}")
@@ -83,7 +81,7 @@ def _shell(given: str, flag: str) -> str:
 def _show_completion(value: str | None) -> None:
     if value is None:
         return
-    from typer.completion import get_completion_script
+    from typer._completion_shared import get_completion_script
 
     shell = _shell(value, "--show-completion")
     typer.echo(get_completion_script(prog_name="svcorch", complete_var=COMPLETE_VAR, shell=shell))
@@ -93,7 +91,7 @@ def _show_completion(value: str | None) -> None:
 def _install_completion(value: str | None) -> None:
     if value is None:
         return
-    from typer.completion import install
+    from typer._completion_shared import install
 
     shell, path = install(
         shell=_shell(value, "--install-completion"), prog_name="svcorch", complete_var=COMPLETE_VAR

@@ -63,7 +63,8 @@ def test_every_option_has_help_and_every_value_option_its_default(
 
 def test_verbose_and_quiet_are_explained(tmp_path: Path) -> None:
     out = run_svcorch("-h", cwd=tmp_path, env={"COLUMNS": "200"}).stdout
-    assert re.search(r"--verbose\s+-v\s+An internal error \(exit 3\) also prints its traceback", out)
+    verbose = r"--verbose\s+-v\s+An internal error \(exit 3\) also prints its traceback"
+    assert re.search(verbose, out)
     assert re.search(r"--quiet\s+-q\s+No progress lines from up, down and restart", out)
 
 
