@@ -240,20 +240,43 @@ def _foreground(catalogue: Any, selected: set[str]) -> int:
 
     out = console()
     names = sorted(catalogue.services)
-    width = max(len(n) for n in names)
-    colours = {
-        n: render.SERVICE_COLOURS[i % len(render.SERVICE_COLOURS)] for i, n in enumerate(names)
-    }
     show_event = _event_printer(names)
+    show_line = LinePrinter(names, flush=True)
     hooks = foreground.Hooks(
         on_event=lambda event: show_event(event.to_dict()),
-        on_line=lambda service, line: out.print(
-            render.log_line(service, line, width, colours[service]), markup=False
+        on_line=show_line,
+        on_outcome=lambda outcome: out.print(
+            render.outcome_text(outcome.to_dict(), daemon=False), end=""
         ),
-        on_outcome=lambda outcome: out.print(render.outcome_text(outcome.to_dict()), end=""),
         on_stopping=lambda why: out.print(f"stopping everything ({why})", style="bold"),
     )
     return foreground.run(catalogue, _layout(), selected, hooks, _environ())
+
+
+class LinePrinter:
+    """Log lines as ``name | line``: each one whole, written as it is, never wrapped or cut
+    (a pipe, grep and a narrow terminal all get the same line); the prefix is coloured on a
+    terminal only."""
+
+    def __init__(self, services: list[str], *, flush: bool) -> None:
+        from rich.text import Text
+
+        from svcorch import render
+
+        width = max((len(s) for s in services), default=0)
+        out = console()
+        self.flush = flush
+        self.prefixes: dict[str, str] = {}
+        for index, service in enumerate(services):
+            colour = render.SERVICE_COLOURS[index % len(render.SERVICE_COLOURS)]
+            with out.capture() as captured:  # the prefix's ANSI codes, once; none in a pipe
+                out.print(Text(f"{service:<{width}} | ", style=colour), end="", soft_wrap=True)
+            self.prefixes[service] = captured.get()
+
+    def __call__(self, service: str, line: str) -> None:
+        sys.stdout.write(f"{self.prefixes[service]}{line}\n")
+        if self.flush:
+            sys.stdout.flush()
 
 
 def down(
@@ -337,7 +360,6 @@ def logs(
     ] = 20,
 ) -> None:
     """Print services' logs, prefixed and coloured; -f follows across rotations and restarts."""
-    from svcorch import render
     from svcorch.commands import logs as logs_command
 
     _, graph = load()
@@ -346,18 +368,11 @@ def logs(
         raise UsageError("--lines must not be negative")
     services = list(names) if names else list(graph.start_order())
     layout = _layout()
-    out = console()
-    width = max(len(s) for s in services)
-    colours = {
-        s: render.SERVICE_COLOURS[i % len(render.SERVICE_COLOURS)] for i, s in enumerate(services)
-    }
-
-    def emit(service: str, line: str) -> None:
-        out.print(render.log_line(service, line, width, colours[service]), markup=False)
-
+    emit = LinePrinter(services, flush=follow)
     if not follow:
         for service, line in logs_command.initial(layout, services, lines):
             emit(service, line)
+        sys.stdout.flush()
         return
     first, followers = logs_command.open_followers(layout, services, lines)
     for service, line in first:

@@ -99,7 +99,7 @@ def _reason(exc: OSError) -> str:
 
 # --- records -------------------------------------------------------------------------------
 
-_INT_FIELDS = frozenset({"pid", "pgid", "exit_code", "restarts", "generation"})
+_INT_FIELDS = frozenset({"pid", "pgid", "exit_code", "restarts", "restarts_total", "generation"})
 _FLOAT_FIELDS = frozenset({"create_time", "started_at", "ready_at", "exited_at"})
 _STR_FIELDS = frozenset({"name", "state", "detail"})
 
@@ -121,9 +121,10 @@ class ServiceRecord:
     ready_at: float | None = None
     exited_at: float | None = None
     exit_code: int | None = None
-    restarts: int = 0
+    restarts: int = 0  # since the up that started it (what status shows)
     detail: str | None = None
     generation: int = 0
+    restarts_total: int = 0  # over the state directory's life (status --json)
 
     def process(self) -> ProcessRecord | None:
         """The recorded process identity, when there is one to find again."""
@@ -146,7 +147,13 @@ class ServiceRecord:
             if key not in values:
                 raise ValueError(f"service record without {key!r}")
         for key, value in values.items():
-            if value is None and key not in {"name", "state", "restarts", "generation"}:
+            if value is None and key not in {
+                "name",
+                "state",
+                "restarts",
+                "restarts_total",
+                "generation",
+            }:
                 continue
             if not _has_type(key, value):
                 raise ValueError(f"service record field {key!r} has a bad value {value!r}")

@@ -113,7 +113,7 @@ def test_a_child_that_exits_before_ready_fails_the_up_whatever_its_code(stack: S
     assert result.returncode == 1
     out = result.stdout
     assert "rabbit failed: exited with code 0 before ready" in out
-    assert "last 3 lines of its log:" in out
+    assert "last 3 lines of its log since this start:" in out
     assert "| BOOT FAILED: no cookie" in out
     assert "not started (a dependency failed): app, report" in out
     assert ("app", "blocked", "dependency rabbit is failed") in events(out)

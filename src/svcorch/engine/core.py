@@ -133,6 +133,7 @@ class Engine(Scheduling, Supervision):
             if runtime is None:
                 continue
             runtime.restarts = saved.restarts
+            runtime.restarts_total = max(saved.restarts_total, saved.restarts)
             runtime.generation = saved.generation
             runtime.started_at = saved.started_at
             runtime.ready_at = saved.ready_at

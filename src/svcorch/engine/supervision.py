@@ -199,6 +199,7 @@ class Supervision(EngineBase):
         runtime.consecutive_failures += 1
         runtime.restart_times.append(now)
         runtime.restarts += 1
+        runtime.restarts_total += 1
         self.bus.set(runtime, State.BACKOFF, f"restarting in {delay:.3g}s: {reason}")
         if paused is None:
             paused = await self._stop_dependents_for_restart(runtime)
