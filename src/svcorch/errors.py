@@ -87,6 +87,18 @@ class PortInUse(ProcessError):
     """A port a service declares is already held by another process."""
 
 
+class PreflightFailed(OperationFailed):
+    """Starting would fail for certain (a missing program, a port held by another process):
+    nothing was started. Carries every problem found."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = tuple(problems)
+        count = f"{len(self.problems)} problem" + ("s" if len(self.problems) != 1 else "")
+        super().__init__(
+            "\n".join([*self.problems, f"nothing was started: {count} found before starting"])
+        )
+
+
 class DaemonError(OperationFailed):
     """The supervisor daemon could not be reached or answered with an error."""
 

@@ -28,7 +28,7 @@ from typing import Any
 from svcorch import catalogue as catalogue_module
 from svcorch import control, plan
 from svcorch.engine import Engine, Event
-from svcorch.errors import CatalogueError, DaemonError, SvcorchError
+from svcorch.errors import CatalogueError, DaemonError, PreflightFailed, SvcorchError
 from svcorch.model import Catalogue
 from svcorch.state import StateFile, StateLayout, StateLock, ensure_state_dir
 
@@ -200,6 +200,7 @@ class Daemon:
             selected = plan.select_down(engine.catalogue, engine.graph, names, profiles)
         else:
             selected = engine.graph.select_down(names)
+        await self._preflight(engine, op, selected)
         order = engine.graph.subgraph(selected).start_order()
         await self._send(writer, {"accepted": {"op": op, "services": order}})
 
@@ -226,6 +227,19 @@ class Daemon:
         await self._send(writer, {"result": result})
         if result["daemon_exiting"] is None:
             release_memory()  # after the answer: a full collection takes a while
+
+    @staticmethod
+    async def _preflight(engine: Engine, op: str, selected: set[str]) -> None:
+        """Refuse an up or restart that would fail for certain, before starting anything."""
+        if op == "up":
+            problems = await engine.preflight(selected)
+        elif op == "restart":
+            starting = engine.graph.select_up(selected)
+            problems = await engine.preflight(starting, restarting=selected)
+        else:
+            return
+        if problems:
+            raise PreflightFailed(problems)
 
     async def _forward(self, queue: asyncio.Queue[Event], writer: asyncio.StreamWriter) -> None:
         while True:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from svcorch.commands.logs import POLL_FIRST, Follower, emit_new, next_delay
 from svcorch.engine import Engine, Event, Outcome
-from svcorch.errors import UsageError
+from svcorch.errors import PreflightFailed, UsageError
 from svcorch.model import Catalogue
 from svcorch.state import StateFile, StateLayout, StateLock, ensure_state_dir
 
@@ -57,6 +57,10 @@ async def _main(
     environ: dict[str, str],
 ) -> int:
     engine = Engine(catalogue, layout, die_with_parent=True, environ=environ)
+    problems = await engine.preflight(selected)
+    if problems:
+        await engine.close()
+        raise PreflightFailed(problems)
     engine.adopt(StateFile(layout.state_file).load())
     engine.subscribe(hooks.on_event)
     engine.start_housekeeping()

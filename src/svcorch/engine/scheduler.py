@@ -12,10 +12,11 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Coroutine, Iterable
+from collections.abc import Collection, Coroutine, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from svcorch import preflight
 from svcorch.engine.base import EngineBase
 from svcorch.engine.service import (
     SETTLED_BAD,
@@ -185,6 +186,28 @@ class Scheduling(EngineBase):
             if self.runtimes[n].service.kind is not Kind.EXTERNAL
             and (self.runtimes[n].alive or self.runtimes[n].busy())
         )
+
+    async def preflight(
+        self, names: Iterable[str], *, restarting: Collection[str] = ()
+    ) -> list[str]:
+        """What would make starting ``names`` fail for certain (``svcorch.preflight``): for
+        each one an up would start, or ``restarting`` (stopped first, so the ports they hold
+        are theirs)."""
+        launches = []
+        for name in self.graph.subgraph(names).start_order():
+            runtime = self.runtimes[name]
+            if runtime.service.kind is Kind.EXTERNAL:
+                continue
+            if name not in restarting and (runtime.state in SETTLED_OK or runtime.busy()):
+                continue  # left alone by the up
+            cwd, env = self.placement(runtime.service)
+            launches.append(preflight.Launch(runtime.service, cwd, env))
+        own = {
+            record.pgid
+            for name in restarting
+            if (record := self.runtimes[name].record) is not None and self.runtimes[name].alive
+        }
+        return await asyncio.to_thread(preflight.problems, launches, own_groups=own)
 
     def launch(self, runtime: Runtime) -> None:
         """An explicit start: a fresh restart budget, then wait for the dependencies."""
