@@ -86,6 +86,7 @@ def test_errors_imports_nothing_of_svcorch() -> None:
                 "svcorch.durations",
                 "svcorch.redaction",
                 "svcorch.preflight",
+                "svcorch.project",
             )
         )
     ),

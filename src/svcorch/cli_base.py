@@ -39,12 +39,27 @@ class Options:
     profiles: list[str] = field(default_factory=list)
     json: bool = False
     verbosity: int = 0
+    project_name: str | None = None  # -p
+    _resolved: dict[str, object] = field(default_factory=dict, repr=False)
+
+    @property
+    def project(self) -> str:
+        """-p, else the catalogue's name, else its path (``svcorch.project``)."""
+        if "project" not in self._resolved:
+            from svcorch.project import project_name
+
+            self._resolved["project"] = project_name(self.file, self.project_name, os.environ)
+        return str(self._resolved["project"])
 
     @property
     def resolved_state_dir(self) -> Path:
         if self.state_dir is not None:
             return self.state_dir.absolute()
-        return (self.file.absolute().parent / ".svcorch").absolute()
+        if "state_dir" not in self._resolved:
+            from svcorch.project import default_state_dir
+
+            self._resolved["state_dir"] = default_state_dir(self.file, self.project)
+        return Path(str(self._resolved["state_dir"]))
 
 
 _options = Options()
@@ -119,7 +134,18 @@ def global_options(
             envvar="SVCORCH_STATE_DIR",
             metavar="PATH",
             help="Where state, logs and the control socket live.",
-            show_default=".svcorch/ beside the catalogue",
+            show_default=".svcorch/ beside the catalogue, or .svcorch/projects/NAME/",
+        ),
+    ] = None,
+    project_name: Annotated[
+        str | None,
+        typer.Option(
+            "-p",
+            "--project-name",
+            envvar="SVCORCH_PROJECT_NAME",
+            metavar="NAME",
+            help="The project: one state directory serves one project.",
+            show_default="the catalogue's name:, else its path",
         ),
     ] = None,
     profile: Annotated[
@@ -185,6 +211,7 @@ def global_options(
         profiles=list(profile or []),
         json=json_output,
         verbosity=-1 if quiet else verbose,
+        project_name=project_name or None,
     )
 
 

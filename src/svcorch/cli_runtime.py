@@ -6,6 +6,7 @@ import re
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -30,9 +31,22 @@ if TYPE_CHECKING:
 
 
 def _layout() -> StateLayout:
+    """The state directory, refused if it serves another project."""
+    from svcorch.project import check_owner
     from svcorch.state import StateLayout
 
-    return StateLayout(options().resolved_state_dir)
+    root = options().resolved_state_dir
+    check_owner(root, options().project, options().file, explicit=options().state_dir is not None)
+    return StateLayout(root)
+
+
+def _identity() -> dict[str, str]:
+    """Who asks, in every request: the daemon refuses another project or catalogue."""
+    return {
+        "project": options().project,
+        "file": str(options().file.absolute()),
+        "cwd": str(Path.cwd()),
+    }
 
 
 def _environ() -> dict[str, str]:
@@ -163,14 +177,14 @@ def _act(op: str, fields: dict[str, Any], json_output: bool) -> None:
     progress = None if want_json(json_output) else Progress()
     message = {
         "op": op,
-        "file": str(options().file.absolute()),
+        **_identity(),
         "environ": environ,
         "profiles": options().profiles,
         **fields,
     }
     try:
         for attempt in (1, 2):
-            daemon.ensure(layout, options().file, environ)
+            daemon.ensure(layout, options().file, environ, options().project)
             try:
                 result = daemon.request(
                     layout,
@@ -250,7 +264,7 @@ def _foreground(catalogue: Any, selected: set[str]) -> int:
         ),
         on_stopping=lambda why: out.print(f"stopping everything ({why})", style="bold"),
     )
-    return foreground.run(catalogue, _layout(), selected, hooks, _environ())
+    return foreground.run(catalogue, _layout(), selected, hooks, _environ(), options().project)
 
 
 class LinePrinter:
@@ -342,7 +356,7 @@ def status(names: Names = None, json_output: JsonFlag = False) -> None:
     from svcorch import render
     from svcorch.commands import status as status_command
 
-    rows = status_command.run(_layout(), list(names or []), load)
+    rows = status_command.run(_layout(), list(names or []), load, _identity())
     if want_json(json_output):
         write(render.json_text(rows))
     else:

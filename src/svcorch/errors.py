@@ -63,6 +63,10 @@ class UnknownService(UsageError):
     """A service named on the command line is not in the catalogue."""
 
 
+class ProjectMismatch(UsageError):
+    """A command of one project aimed at the state directory (or daemon) of another."""
+
+
 class OperationFailed(SvcorchError):
     """The operation ran and failed: a probe failed, a service did not become ready."""
 

@@ -27,8 +27,14 @@ from typing import Any
 
 from svcorch import catalogue as catalogue_module
 from svcorch import control, plan
+from svcorch import project as project_module
 from svcorch.engine import Engine, Event
-from svcorch.errors import CatalogueError, DaemonError, PreflightFailed, SvcorchError
+from svcorch.errors import (
+    CatalogueError,
+    DaemonError,
+    PreflightFailed,
+    SvcorchError,
+)
 from svcorch.model import Catalogue
 from svcorch.state import StateFile, StateLayout, StateLock, ensure_state_dir
 
@@ -54,9 +60,10 @@ class Daemon:
     status never ends it.
     """
 
-    def __init__(self, layout: StateLayout, file: Path) -> None:
+    def __init__(self, layout: StateLayout, file: Path, project: str) -> None:
         self.layout = layout
         self.file = file
+        self.project = project  # the state dir's project: requests of another are refused
         self.engine: Engine | None = None
         self.finished = asyncio.Event()
         self.acted = False  # an up, down or restart was asked for
@@ -176,12 +183,12 @@ class Daemon:
     async def _dispatch(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> None:
         op = request.get("op")
         names = [str(n) for n in request.get("services") or []]
-        profiles = [str(p) for p in request.get("profiles") or []]
         if op == "ping":
             await self._send(writer, {"result": {"ok": True, "pid": os.getpid()}})
             return
         if op not in control.OPS:
             raise DaemonError(f"unknown request {op!r}")
+        self._check_identity(request)
         if op == "status":
             engine = self.engine if self.engine is not None else self._reload(request)
             engine.graph.check_known(names)
@@ -194,12 +201,7 @@ class Daemon:
         engine = self._reload(request)
         timeout = request.get("timeout")
         stop_timeout = float(timeout) if isinstance(timeout, int | float) else None
-        if op == "up":
-            selected = plan.select_up(engine.catalogue, engine.graph, names, profiles)
-        elif op == "down":
-            selected = plan.select_down(engine.catalogue, engine.graph, names, profiles)
-        else:
-            selected = engine.graph.select_down(names)
+        selected = self._select(engine, request)
         await self._preflight(engine, op, selected)
         order = engine.graph.subgraph(selected).start_order()
         await self._send(writer, {"accepted": {"op": op, "services": order}})
@@ -227,6 +229,32 @@ class Daemon:
         await self._send(writer, {"result": result})
         if result["daemon_exiting"] is None:
             release_memory()  # after the answer: a full collection takes a while
+
+    def _check_identity(self, request: dict[str, Any]) -> None:
+        """One state dir, one project, one catalogue: a copy of the catalogue (or another
+        project's) must not redefine the services this daemon runs."""
+        project = request.get("project")
+        if not isinstance(project, str):
+            return  # a client from before projects: it knows only the state dir
+        file = Path(str(request.get("file") or self.file))
+        cwd = Path(str(request.get("cwd") or "/"))  # paths in the message as the user sees them
+        if project != self.project:
+            raise project_module.another_project(self.layout.root, self.project, project, file, cwd)
+        if file.resolve() != self.file.resolve():
+            raise project_module.other_catalogue(self.layout.root, project, self.file, file, cwd)
+
+    @staticmethod
+    def _select(engine: Engine, request: dict[str, Any]) -> set[str]:
+        """What an up, down or restart acts on: the names closed over their dependencies
+        (up) or dependents (down, restart), or what the profiles select."""
+        op = request.get("op")
+        names = [str(n) for n in request.get("services") or []]
+        profiles = [str(p) for p in request.get("profiles") or []]
+        if op == "up":
+            return plan.select_up(engine.catalogue, engine.graph, names, profiles)
+        if op == "down":
+            return plan.select_down(engine.catalogue, engine.graph, names, profiles)
+        return engine.graph.select_down(names)
 
     @staticmethod
     async def _preflight(engine: Engine, op: str, selected: set[str]) -> None:
@@ -345,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="svcorch-supervisor")
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--file", type=Path, required=True)
+    parser.add_argument("--project", help="the project of the command that starts it")
     parser.add_argument(
         "--detach",
         action="store_true",
@@ -364,8 +393,16 @@ def main(argv: list[str] | None = None) -> int:
     lock = StateLock(layout.lock, blocking=False)
     if not _take_lock(lock, layout):
         return 0
+    file = args.file.absolute()
+    # the state dir's project, recorded by the first daemon in it; a daemon started for
+    # another project (two commands racing) serves the recorded one and refuses the other
+    project = (
+        project_module.claim(layout.root, args.project)
+        if args.project
+        else project_module.owner_of(layout.root) or str(file)
+    )
     try:
-        return asyncio.run(Daemon(layout, args.file.absolute()).run())
+        return asyncio.run(Daemon(layout, file, project).run())
     except SvcorchError as exc:
         log.error("%s", exc)
         sys.stderr.write(f"svcorch daemon: {exc}\n")

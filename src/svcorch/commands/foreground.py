@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 from svcorch.commands.logs import POLL_FIRST, Follower, emit_new, next_delay
 from svcorch.engine import Engine, Event, Outcome
-from svcorch.errors import PreflightFailed, UsageError
+from svcorch.errors import PreflightFailed, ProjectMismatch, UsageError
 from svcorch.model import Catalogue
+from svcorch.project import claim
 from svcorch.state import StateFile, StateLayout, StateLock, ensure_state_dir
 
 
@@ -35,6 +36,7 @@ def run(
     selected: set[str],
     hooks: Hooks,
     environ: dict[str, str],
+    project: str,
 ) -> int:
     ensure_state_dir(layout.root)
     lock = StateLock(layout.lock, blocking=False)
@@ -44,6 +46,9 @@ def run(
             "use `svcorch down` first, or another --state-dir"
         )
     try:
+        owner = claim(layout.root, project)
+        if owner != project:  # claimed by another project since the CLI looked
+            raise ProjectMismatch(f"{layout.root} serves project {owner!r}, not {project!r}")
         return asyncio.run(_main(catalogue, layout, selected, hooks, environ))
     finally:
         lock.release()

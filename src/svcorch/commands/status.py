@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from svcorch.commands import daemon
@@ -18,12 +18,14 @@ def run(
     layout: StateLayout,
     names: list[str],
     load: Callable[[], tuple[Catalogue, ServiceGraph]],
+    identity: Mapping[str, str],
 ) -> list[dict[str, Any]]:
-    """Rows from the daemon (which checks the names), else from the state file; ``load``
-    gives the catalogue only when the daemon is not there to ask."""
+    """Rows from the daemon (which checks the names and ``identity``: project and
+    catalogue), else from the state file; ``load`` gives the catalogue only when the daemon
+    is not there to ask."""
     if daemon.running(layout):
         try:
-            result = daemon.request(layout, {"op": "status", "services": names})
+            result = daemon.request(layout, {"op": "status", "services": names, **identity})
         except daemon.DaemonGone:
             pass  # it exited just now; the state file has its last word
         else:
