@@ -113,6 +113,20 @@ def test_show_completion_bash_prints_a_script_that_completes(project: Path) -> N
     assert "--follow" in complete("svcorch", "logs", "--f")
 
 
+def test_show_completion_without_a_shell_uses_the_one_it_runs_under(tmp_path: Path) -> None:
+    done = subprocess.run(
+        ["bash", "-c", "svcorch --show-completion; true"],  # "; true": bash forks, not execs
+        cwd=tmp_path,
+        env={**os.environ, "PATH": BIN + os.pathsep + os.environ["PATH"], "SHELL": "/bin/zsh"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "complete -o default -F _svcorch_completion svcorch" in done.stdout  # bash's
+
+
 def test_show_completion_of_an_unknown_shell_is_one_line_and_exit_2(tmp_path: Path) -> None:
     result = run_svcorch("--show-completion", "ksh", cwd=tmp_path)
     assert result.returncode == 2

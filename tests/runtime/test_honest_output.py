@@ -210,6 +210,15 @@ def test_logs_writes_long_lines_whole_with_their_prefix_whatever_the_width(
         stop_popen(follower.popen)
 
 
+def test_the_follow_polls_as_docs_cli_md_says() -> None:
+    # docs/cli.md: "within the same poll, 10 ms while lines come, up to 0.25 s when quiet"
+    from svcorch.commands import logs
+
+    assert (logs.POLL_FIRST, logs.POLL_MAX) == (0.01, 0.25)
+    assert logs.next_delay(logs.POLL_MAX, got=True) == 0.01
+    assert logs.next_delay(0.2, got=False) == 0.25
+
+
 def test_logs_follow_interleaves_services_by_when_they_wrote(stack: Stack, tmp_path: Path) -> None:
     stack.write({"a": tcp_service(free_port()), "b": tcp_service(free_port())})
     stack.ok("up")
@@ -248,3 +257,26 @@ def _after_a_tick(clock: Path, written: Path) -> None:
         return clock.stat().st_mtime_ns > mark
 
     wait_until(ticked, timeout=5, message="the file system clock to move")
+
+
+def test_the_json_outcome_of_a_failed_up_carries_the_same_facts(stack: Stack) -> None:
+    _failing_stack(stack)
+    result = stack.run("up", "--json")
+    assert result.returncode == 1
+    outcome = json.loads(result.stdout)
+    assert outcome["states"] == {
+        "fine": "ready",
+        "rabbit": "failed",
+        "app": "blocked",
+        "report": "blocked",
+    }
+    assert (outcome["running"], outcome["pending"], outcome["blocked"]) == (
+        ["fine"],
+        [],
+        ["app", "report"],
+    )
+    assert (outcome["rollback"], outcome["rolled_back"]) == (False, [])
+    assert outcome["failed"][0]["log_tail"][-1] == "BOOT FAILED: no cookie"
+
+    rolled = json.loads(stack.run("up", "--rollback", "--json").stdout)
+    assert (rolled["rollback"], rolled["rolled_back"], rolled["running"]) == (True, [], ["fine"])

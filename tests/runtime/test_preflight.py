@@ -185,3 +185,47 @@ def test_a_foreground_up_runs_the_same_preflight(stack: Stack) -> None:
         "svcorch: nothing was started: 1 problem found before starting"
     )
     assert not (stack.state_dir / "logs" / "fine.log").exists()
+
+
+def test_what_a_oneshot_creates_is_refused_unless_the_shell_resolves_it(stack: Stack) -> None:
+    port = free_port()
+    serve = " ".join(python_service("tcp_ready", "--port", port))
+    make = f"printf '#!/bin/sh\\nexec {serve}\\n' > made.sh && chmod +x made.sh"
+    stack.write(
+        {
+            "setup": {"command": make, "shell": True, "oneshot": True},
+            "app": {
+                "command": "./made.sh",
+                "depends_on": {"setup": "completed"},
+                "ready": {"type": "tcp", "port": port},
+            },
+        }
+    )
+    refused = stack.run("up")
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("svcorch: app: program ./made.sh not found (")
+    assert not (stack.root / "made.sh").exists()  # setup never ran either
+
+    # through the shell, the program is the shell's to find when it runs
+    stack.write(
+        {
+            "setup": {"command": make, "shell": True, "oneshot": True},
+            "app": {
+                "command": "./made.sh",
+                "shell": True,
+                "depends_on": {"setup": "completed"},
+                "ready": {"type": "tcp", "port": port},
+            },
+        }
+    )
+    assert "2 ready in" in stack.ok("up")
+    assert port_open(port)
+
+
+def test_an_unreadable_env_file_is_a_catalogue_error_before_the_preflight(stack: Stack) -> None:
+    (stack.root / "conf.env").mkdir()  # a folder where a file belongs: unreadable as one
+    stack.write({"worker": {"command": "celeryy worker"}}, env_file="conf.env")
+    result = stack.run("up")
+    assert result.returncode == 2
+    assert result.stderr == f"{stack.file}:1:11: env_file 'conf.env': Is a directory\n"
+    assert stack.daemon_pid() is None or wait_until(lambda: stack.daemon_pid() is None)
