@@ -173,3 +173,25 @@ def test_a_state_dir_from_before_projects_is_kept_by_its_stack(folder: Folder) -
     assert "an earlier run" in (shared / "logs" / "web.log").read_text()
     config = folder.ok("config")
     assert f"DATA: {shared}/data" in config
+
+
+def test_the_daemon_checks_the_project_of_each_request(folder: Folder) -> None:
+    """docs/control.md: another project is an error with exit code 2; a request without a
+    project (a client from before projects) is served."""
+    from svcorch import control
+
+    folder.write("services.yaml", {"web": tcp_service(free_port())}, name="shop")
+    folder.ok("up")
+    socket_path = folder.root / ".svcorch" / "svcorch.sock"
+
+    def ask(message: dict[str, Any]) -> dict[str, Any]:
+        connection = control.connect(socket_path)
+        assert connection is not None
+        with connection:
+            return connection.request(message)
+
+    assert ask({"op": "status"})["services"][0]["state"] == "ready"
+    with pytest.raises(control.RemoteError) as refused:
+        ask({"op": "status", "project": "blog", "file": str(folder.root / "blog.yaml")})
+    assert refused.value.exit_code == 2
+    assert "serves project 'shop', not 'blog'" in str(refused.value)
