@@ -96,6 +96,8 @@ def test_errors_imports_nothing_of_svcorch() -> None:
                 "svcorch.fingerprint",
                 "svcorch.exporters",
                 "svcorch.journal",
+                "svcorch.preflight",
+                "svcorch.project",
             )
         )
     ),

@@ -100,7 +100,8 @@ def test_state_file_holds_no_environment_or_command_line(tmp_path: Path) -> None
     keys = {key for record in document["services"] for key in record}
     assert keys == {
         "name", "state", "pid", "pgid", "create_time", "started_at", "ready_at",
-        "exited_at", "exit_code", "restarts", "detail", "generation", "fingerprint",
+        "exited_at", "exit_code", "restarts", "restarts_total", "detail", "generation",
+        "fingerprint",
     }  # fmt: skip
 
 

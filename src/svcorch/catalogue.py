@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import sys
 import types
 import typing
 from collections.abc import Iterable, Iterator, Mapping
@@ -497,3 +498,19 @@ def service_environment(
     """
     base = os.environ if environ is None else environ
     return {**base, **catalogue.dotenv, **catalogue.env, **service.env}
+
+
+def process_environment(
+    catalogue: Catalogue, service: Service, environ: Mapping[str, str], state_dir: Path
+) -> dict[str, str]:
+    """The environment a service's process starts with: ``service_environment`` plus what
+    svcorch adds. The engine spawns with it; preflight looks programs up on its PATH."""
+    env = service_environment(catalogue, service, environ)
+    env["SVCORCH_SERVICE"] = service.name
+    env["SVCORCH_STATE_DIR"] = str(state_dir)
+    # tools installed beside svcorch (gunicorn, celery in its venv) are found first
+    bindir = str(Path(sys.executable).parent)
+    path = env.get("PATH", os.defpath)
+    if bindir not in path.split(os.pathsep):
+        env["PATH"] = bindir + os.pathsep + path
+    return env

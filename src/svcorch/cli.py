@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from svcorch import cli_catalogue, cli_check, cli_events, cli_export, cli_runtime
 from svcorch.cli_base import (
+    COMPLETE_VAR,
     EXIT_CRASH,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -38,10 +40,43 @@ _ClickException: type[Exception] = next(
     cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "ClickException"
 )
 
+
+class _Argument(TyperArgument):
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None  # the metavar says it: SERVICE...
+
+
+class _PlainHelp:
+    """--help without typer's Python type labels (`<bool>`, `<list[str]>`, `<int>`).
+
+    A flag shows none (help's own `-h` too); an option shows the metavar it declares
+    (`--timeout DURATION`); an argument its metavar only (`[SERVICE]...`).
+    """
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params: list[Any] = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if isinstance(param, TyperArgument) and not isinstance(param, _Argument):
+                param.__class__ = _Argument  # same object, one method different
+            elif isinstance(param, TyperOption) and (param.is_flag or param.count):
+                param.metavar = ""
+        return params
+
+
+class _Command(_PlainHelp, TyperCommand):
+    pass
+
+
+class _Group(_PlainHelp, TyperGroup):
+    pass
+
+
 app = typer.Typer(
     name="svcorch",
+    cls=_Group,
     help="Start a stack of services in dependency order, gated on real readiness probes.",
     no_args_is_help=True,
+    # our own --install-completion/--show-completion (cli_base) take the shell as a value
     add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -63,8 +98,12 @@ COMMANDS: dict[str, Callable[..., Any]] = {  # in the order `--help` lists them
     "check": cli_check.check,
     "export": cli_export.export,
 }
+# what supervisorctl and compose users type; listed, so that completion offers them too
+ALIASES = {"start": "up", "stop": "down", "ps": "status"}
 for name, command in COMMANDS.items():
-    app.command(name)(command)
+    app.command(name, cls=_Command)(command)
+for alias, name in ALIASES.items():
+    app.command(alias, cls=_Command, help=f"The same as `svcorch {name}`.")(COMMANDS[name])
 
 
 # -- the error boundary --------------------------------------------------------------------------
@@ -92,14 +131,31 @@ def _fail(lines: list[str], code: int) -> int:
     return code
 
 
+def _optional_shell(argv: list[str]) -> list[str]:
+    """`--show-completion` and `--install-completion` take the shell as an optional value
+    (typer's options cannot): given none, an empty one means "detect it"."""
+    for flag in ("--show-completion", "--install-completion"):
+        if flag in argv:
+            at = argv.index(flag) + 1
+            if at == len(argv) or argv[at].startswith("-"):
+                argv.insert(at, "")
+    return argv
+
+
 def run(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one exit per error family
     """Run the CLI and return its exit code; every error becomes one line per problem."""
     from svcorch.logconfig import quiet_terminal
 
     forget_secrets()  # each run masks with its own catalogue's secrets
     quiet_terminal()  # the terminal is for svcorch's output, never a library's log records
+    if COMPLETE_VAR in os.environ:
+        # the shell asks for completions (see `--show-completion`): typer answers and exits
+        from typer._completion_classes import completion_init
+
+        completion_init()
     try:
-        result: Any = app(args=argv, standalone_mode=False, prog_name="svcorch")
+        args = _optional_shell(list(sys.argv[1:] if argv is None else argv))
+        result: Any = app(args=args, standalone_mode=False, prog_name="svcorch")
     except typer.Exit as exc:
         return int(exc.exit_code)
     except typer.Abort:

@@ -97,23 +97,32 @@ def check(
     names: Names = None,
     profile: ProfileFlag = None,
     wait: Annotated[
-        bool, typer.Option("--wait", help="Retry each probe until it passes (deploy scripts).")
+        bool,
+        typer.Option(
+            "--wait",
+            help="Retry each probe until it passes (deploy scripts).",
+        ),
     ] = False,
     timeout: Annotated[
         str | None,
         typer.Option(
             "--timeout",
-            help="With --wait: limit per probe, e.g. 60s [default: each probe's timeout].",
+            metavar="DURATION",
+            help="With --wait: limit per probe, e.g. 60s.",
+            show_default="each probe's timeout",
         ),
     ] = None,
     watch: Annotated[
-        bool, typer.Option("--watch", help="Check every --interval and notify on changes.")
+        bool,
+        typer.Option("--watch", help="Check every --interval and notify on changes."),
     ] = False,
     interval: Annotated[
         str | None,
         typer.Option(
             "--interval",
-            help=f"With --watch: from one round to the next [default: {DEFAULT_INTERVAL}].",
+            metavar="DURATION",
+            help="With --watch: from one round to the next.",
+            show_default=DEFAULT_INTERVAL,
         ),
     ] = None,
     json_output: JsonFlag = False,

@@ -105,6 +105,8 @@ class Request:
     no_recreate: bool = False
     timeout: float | None = None
     since: float | None = None  # events: epoch seconds
+    project: str | None = None  # who asks (docs/control.md): another project is refused
+    cwd: str | None = None  # the client's folder, to name paths as the user sees them
 
     @classmethod
     def parse(cls, message: dict[str, Any]) -> Request:
@@ -122,6 +124,8 @@ class Request:
             no_recreate=_flag(message.get("no_recreate"), "no_recreate"),
             timeout=_seconds(message.get("timeout"), "timeout"),
             since=_since(message.get("since")),
+            project=_text(message.get("project"), "project"),
+            cwd=_file(message.get("cwd")),
         )
 
 
@@ -183,6 +187,14 @@ def _seconds(value: object, field: str) -> float | None:
             f"bad request: `{field}` must be seconds from 0 to {MAX_SECONDS:g}, got {_shown(value)}"
         )
     return float(value)
+
+
+def _text(value: object, field: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > 4096 or "\0" in value:
+        raise BadRequest(f"bad request: `{field}` must be a short text, got {_shown(value)}")
+    return value
 
 
 def _since(value: object) -> float | None:

@@ -150,6 +150,7 @@ _INT_RANGES = {
     "pgid": (2, PID_MAX),
     "exit_code": (-255, 255),  # negative: the signal that ended it
     "restarts": (0, 1 << 31),
+    "restarts_total": (0, 1 << 31),
     "generation": (0, 1 << 31),
 }
 _FLOAT_FIELDS = frozenset({"create_time", "started_at", "ready_at", "exited_at"})
@@ -179,10 +180,11 @@ class ServiceRecord:
     ready_at: float | None = None
     exited_at: float | None = None
     exit_code: int | None = None
-    restarts: int = 0
+    restarts: int = 0  # since the up that started it (what status shows)
     detail: str | None = None
     generation: int = 0
     fingerprint: str | None = None  # of what runs (svcorch.fingerprint): a hash, no values
+    restarts_total: int = 0  # over the state directory's life (status --json)
 
     def process(self) -> ProcessRecord | None:
         """The recorded process identity, when there is one to find again."""
@@ -206,7 +208,13 @@ class ServiceRecord:
             if key not in values:
                 raise ValueError(f"service record without {key!r}")
         for key, value in values.items():
-            if value is None and key not in {"name", "state", "restarts", "generation"}:
+            if value is None and key not in {
+                "name",
+                "state",
+                "restarts",
+                "restarts_total",
+                "generation",
+            }:
                 continue
             if not _valid(key, value):
                 raise ValueError(f"service record field {key!r} has a bad value {_shown(value)}")

@@ -28,9 +28,10 @@ from typing import Any
 
 from svcorch import catalogue as catalogue_module
 from svcorch import control, logconfig, plan
+from svcorch import project as project_module
 from svcorch.control import Request
 from svcorch.engine import Engine, Event
-from svcorch.errors import CatalogueError, DaemonError, SvcorchError
+from svcorch.errors import CatalogueError, DaemonError, PreflightFailed, SvcorchError
 from svcorch.eventlog import EventLog
 from svcorch.graph import ServiceGraph
 from svcorch.model import Catalogue
@@ -63,10 +64,12 @@ class Daemon:
         self,
         layout: StateLayout,
         file: Path,
+        project: str,
         log_formatter: logconfig.RedactingFormatter | None = None,
     ) -> None:
         self.layout = layout
         self.file = file
+        self.project = project  # the state dir's project: requests of another are refused
         self._exit_when_alone = False  # an action left nothing to do while others were connected
         # every message to a client and every line of daemon.log goes through the redactor
         # of the catalogue loaded last (before one loads: the environment's secrets)
@@ -322,7 +325,9 @@ class Daemon:
         op = request.op  # one of control.OPS: Request.parse refused anything else
         if op == "ping":
             await self._send(writer, {"result": {"ok": True, "pid": os.getpid()}})
-        elif op == "status":
+            return
+        self._check_identity(request)
+        if op == "status":
             result = self._status(request)
             await self._send_notices(writer)
             await self._send(writer, {"result": result})
@@ -378,6 +383,7 @@ class Daemon:
             selected = plan.select_down(engine.catalogue, engine.graph, names, profiles)
         else:
             selected = engine.graph.select_down(names)
+        await self._preflight(engine, op, selected)
         order = engine.graph.subgraph(selected).start_order()
         await self._send(writer, {"accepted": {"op": op, "services": order}})
 
@@ -409,6 +415,32 @@ class Daemon:
         await self._send(writer, {"result": result})
         if result["daemon_exiting"] is None:
             release_memory()  # after the answer: a full collection takes a while
+
+    def _check_identity(self, request: Request) -> None:
+        """One state dir, one project, one catalogue: a copy of the catalogue (or another
+        project's) must not redefine the services this daemon runs."""
+        project = request.project
+        if project is None:
+            return  # a client from before projects: it knows only the state dir
+        file = Path(request.file) if request.file is not None else self.file
+        cwd = Path(request.cwd or "/")  # paths in the message as the user sees them
+        if project != self.project:
+            raise project_module.another_project(self.layout.root, self.project, project, file, cwd)
+        if file.resolve() != self.file.resolve():
+            raise project_module.other_catalogue(self.layout.root, project, self.file, file, cwd)
+
+    @staticmethod
+    async def _preflight(engine: Engine, op: str, selected: set[str]) -> None:
+        """Refuse an up or restart that would fail for certain, before starting anything."""
+        if op == "up":
+            problems = await engine.preflight(selected)
+        elif op == "restart":
+            starting = engine.graph.select_up(selected)
+            problems = await engine.preflight(starting, restarting=selected)
+        else:
+            return
+        if problems:
+            raise PreflightFailed(problems)
 
     async def _forward(self, queue: asyncio.Queue[Event], writer: asyncio.StreamWriter) -> None:
         while True:
@@ -514,6 +546,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="svcorch-supervisor")
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--file", type=Path, required=True)
+    parser.add_argument("--project", help="the project of the command that starts it")
     parser.add_argument(
         "--detach",
         action="store_true",
@@ -537,8 +570,16 @@ def main(argv: list[str] | None = None) -> int:
     lock = StateLock(layout.lock, blocking=False)
     if not _take_lock(lock, layout):
         return 0
+    file = args.file.absolute()
+    # the state dir's project, recorded by the first daemon in it; a daemon started for
+    # another project (two commands racing) serves the recorded one and refuses the other
+    project = (
+        project_module.claim(layout.root, args.project)
+        if args.project
+        else project_module.owner_of(layout.root) or str(file)
+    )
     try:
-        return asyncio.run(Daemon(layout, args.file.absolute(), formatter).run())
+        return asyncio.run(Daemon(layout, file, project, formatter).run())
     except SvcorchError as exc:
         log.error("%s", exc)
         sys.stderr.write(f"svcorch daemon: {formatter.redactor.text(str(exc))}\n")

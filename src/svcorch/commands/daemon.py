@@ -30,13 +30,13 @@ def running(layout: StateLayout) -> bool:
     return True
 
 
-def ensure(layout: StateLayout, file: Path, environ: Mapping[str, str]) -> None:
-    """Start a daemon for this state dir unless one answers already."""
+def ensure(layout: StateLayout, file: Path, environ: Mapping[str, str], project: str) -> None:
+    """Start a daemon of ``project`` for this state dir unless one answers already."""
     if running(layout):
         return
     ensure_state_dir(layout.root)
     _refuse_foreign_owner(layout)
-    pid = _spawn(layout, file, environ)
+    pid = _spawn(layout, file, environ, project)
     started = time.monotonic()
     delay = 0.002
     while not running(layout):
@@ -57,7 +57,7 @@ def ensure(layout: StateLayout, file: Path, environ: Mapping[str, str]) -> None:
         delay = min(delay * 2, 0.02)
 
 
-def _spawn(layout: StateLayout, file: Path, environ: Mapping[str, str]) -> int:
+def _spawn(layout: StateLayout, file: Path, environ: Mapping[str, str], project: str) -> int:
     """Start the daemon detached (double fork); its pid."""
     # created 0600: open() would make it 0644 under the usual umask
     log_fd = open_private(layout.daemon_log, os.O_WRONLY | os.O_APPEND)
@@ -72,6 +72,8 @@ def _spawn(layout: StateLayout, file: Path, environ: Mapping[str, str]) -> int:
                 str(layout.root),
                 "--file",
                 str(file.absolute()),
+                "--project",
+                project,
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,  # the intermediate says the daemon's pid here

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from svcorch.commands import daemon
@@ -25,16 +25,18 @@ def run(
     layout: StateLayout,
     names: list[str],
     load: Callable[[], tuple[Catalogue, ServiceGraph]],
+    identity: Mapping[str, str],
     *,
     on_notice: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Rows from the daemon (which checks the names), else from the state file; ``load``
-    gives the catalogue only when the daemon is not there to ask. ``on_notice`` hears of a
-    corrupt state file set aside (by the daemon, or here)."""
+    """Rows from the daemon (which checks the names and ``identity``: project and
+    catalogue), else from the state file; ``load`` gives the catalogue only when the daemon
+    is not there to ask. ``on_notice`` hears of a corrupt state file set aside (by the
+    daemon, or here)."""
     if daemon.running(layout):
         try:
             result = daemon.request(
-                layout, {"op": "status", "services": names}, on_notice=on_notice
+                layout, {"op": "status", "services": names, **identity}, on_notice=on_notice
             )
         except daemon.DaemonGone:
             pass  # it exited just now; the state file has its last word

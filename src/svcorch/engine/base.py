@@ -9,14 +9,12 @@ each module can be read, and type-checked, on its own.
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from svcorch.catalogue import service_environment
+from svcorch.catalogue import process_environment
 from svcorch.engine.events import EventBus
 from svcorch.engine.processes import ProcessControl
 from svcorch.engine.service import LaunchSpec, Restart, Runtime, StartFailure
@@ -57,15 +55,7 @@ class EngineBase:
     # -- what a service runs with ------------------------------------------------------------
 
     def environment(self, service: Service) -> dict[str, str]:
-        env = service_environment(self.catalogue, service, self.environ)
-        env["SVCORCH_SERVICE"] = service.name
-        env["SVCORCH_STATE_DIR"] = str(self.layout.root)
-        # tools installed beside svcorch (gunicorn, celery in its venv) are found first
-        bindir = str(Path(sys.executable).parent)
-        path = env.get("PATH", os.defpath)
-        if bindir not in path.split(os.pathsep):
-            env["PATH"] = bindir + os.pathsep + path
-        return env
+        return process_environment(self.catalogue, service, self.environ, self.layout.root)
 
     def placement(self, service: Service) -> tuple[Path, dict[str, str]]:
         """Where and with what environment the service's commands run."""

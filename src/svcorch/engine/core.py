@@ -155,6 +155,7 @@ class Engine(Scheduling, Supervision):
             saved = records[name]
             runtime = self.runtimes[name]
             runtime.restarts = saved.restarts
+            runtime.restarts_total = max(saved.restarts_total, saved.restarts)
             runtime.generation = saved.generation
             runtime.started_at = saved.started_at
             runtime.ready_at = saved.ready_at

@@ -50,17 +50,19 @@ class ProcessControl:
     async def spawn(self, runtime: Runtime, state: State) -> StartFailure | None:
         """Spawn the service's process and enter ``state``; None, or why it could not."""
         service = runtime.service
+        log_path = self.layout.service_log(runtime.name)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        # where this start's output begins, before anything can fail: a failure's log tail
+        # shows this start's lines only, none of the previous run's
+        try:
+            runtime.log_offset = log_path.stat().st_size
+        except FileNotFoundError:
+            runtime.log_offset = 0
         if service.ports:
             try:
                 await asyncio.to_thread(process.check_ports_free, runtime.name, service.ports)
             except ProcessError as exc:
                 return StartFailure(str(exc), final=True)
-        log_path = self.layout.service_log(runtime.name)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            runtime.log_offset = log_path.stat().st_size
-        except FileNotFoundError:
-            runtime.log_offset = 0
         if runtime.spec is None:
             runtime.spec = self.specify(service)
         spec = runtime.spec

@@ -12,10 +12,11 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Coroutine, Iterable
+from collections.abc import Collection, Coroutine, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from svcorch import preflight
 from svcorch.engine.base import EngineBase
 from svcorch.engine.service import (
     SETTLED_BAD,
@@ -23,6 +24,7 @@ from svcorch.engine.service import (
     Blocked,
     Runtime,
     State,
+    condition_met,
     dependency_failed,
     unmet,
     waiting_detail,
@@ -47,12 +49,18 @@ class Outcome:
 
     action: str
     ok: bool
-    done: tuple[str, ...] = ()  # ready/completed (up) or stopped (down)
+    done: tuple[str, ...] = ()  # ready/completed (up), stopped (down), restarted (restart)
     already: tuple[str, ...] = ()  # left alone: already in the wanted state
     failed: tuple[Failure, ...] = ()
     blocked: tuple[str, ...] = ()
     pending: tuple[str, ...] = ()  # still starting when up returned on a failure
     elapsed: float = 0.0
+    # each selected service's state when the outcome was made (after a rollback)
+    states: tuple[tuple[str, str], ...] = ()
+    running: tuple[str, ...] = ()  # every service with a process left: what `down` would stop
+    rollback: bool = False  # asked to stop what it started, should it fail
+    rolled_back: tuple[str, ...] = ()  # started by this up, stopped again by --rollback
+    dependencies_started: tuple[str, ...] = ()  # restart: what they needed that was down
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -67,6 +75,11 @@ class Outcome:
             "blocked": list(self.blocked),
             "pending": list(self.pending),
             "elapsed": round(self.elapsed, 3),
+            "states": dict(self.states),
+            "running": list(self.running),
+            "rollback": self.rollback,
+            "rolled_back": list(self.rolled_back),
+            "dependencies_started": list(self.dependencies_started),
         }
 
 
@@ -89,6 +102,7 @@ class Scheduling(EngineBase):
                 already.append(name)
             elif not runtime.busy():
                 runtime.spec = None  # an explicit start: what it runs comes from the snapshot
+                runtime.restarts = 0  # restarts count from the up that started it
                 self.launch(runtime)
                 launched.append(name)
             # else: another up (or a restart) is bringing it up already; wait for it too
@@ -110,6 +124,8 @@ class Scheduling(EngineBase):
             )
 
         await self.bus.wait_for(settled)
+        # what waits on a failed dependency is blocked at its next wake-up: report it so
+        await self.bus.wait_for(lambda: not any(self._doomed(n) for n in selected))
         failed = [
             n
             for n in selected
@@ -117,29 +133,81 @@ class Scheduling(EngineBase):
         ]
         stopped = [n for n in selected if interrupted(n)]
         blocked = [n for n in selected if self.runtimes[n].state is State.BLOCKED]
-        pending = [
-            n
-            for n in selected
-            if self.runtimes[n].state not in SETTLED_OK | SETTLED_BAD and n not in stopped
-        ]
+        failures = tuple(self.failure(self.runtimes[n]) for n in failed) + tuple(
+            Failure(n, "stopped while starting (a down or restart)") for n in stopped
+        )
+        ok = not failed and not stopped and not blocked and not self._pending(selected, stopped)
+        rolled_back: tuple[str, ...] = ()
+        if rollback and not ok:
+            rolled_back = (await self.down(launched)).done
         ready_before = set(already)
         done = [
             n for n in selected if n not in ready_before and self.runtimes[n].state in SETTLED_OK
         ]
-        outcome = Outcome(
+        return Outcome(
             action="up",
-            ok=not failed and not stopped and not blocked and not pending,
+            ok=ok,
             done=tuple(done),
             already=tuple(already),
-            failed=tuple(self.failure(self.runtimes[n]) for n in failed)
-            + tuple(Failure(n, "stopped while starting (a down or restart)") for n in stopped),
+            failed=failures,
             blocked=tuple(blocked),
-            pending=tuple(pending),
+            pending=tuple(self._pending(selected, stopped)),
             elapsed=time.monotonic() - started,
+            states=tuple((n, self.runtimes[n].state.value) for n in selected),
+            running=self.running_services(),
+            rollback=rollback,
+            rolled_back=rolled_back,
         )
-        if rollback and not outcome.ok:
-            await self.down(launched)
-        return outcome
+
+    def _pending(self, selected: list[str], stopped: list[str]) -> list[str]:
+        """Still on their way up: the daemon carries on with them after the up returns."""
+        return [
+            n
+            for n in selected
+            if self.runtimes[n].state not in SETTLED_OK | SETTLED_BAD | {State.STOPPED}
+            and n not in stopped
+        ]
+
+    def _doomed(self, name: str) -> bool:
+        """Waiting for a dependency that has failed: it becomes blocked when it wakes."""
+        runtime = self.runtimes[name]
+        if runtime.state is not State.WAITING:
+            return False
+        return any(
+            not condition_met(self.runtimes[d], e.condition) and dependency_failed(self.runtimes[d])
+            for d, e in runtime.service.depends_on.items()
+        )
+
+    def running_services(self) -> tuple[str, ...]:
+        """Every service with a process, or on its way to one: what a `down` would stop."""
+        return tuple(
+            n
+            for n in self.graph.start_order()
+            if self.runtimes[n].service.kind is not Kind.EXTERNAL
+            and (self.runtimes[n].alive or self.runtimes[n].busy())
+        )
+
+    async def preflight(
+        self, names: Iterable[str], *, restarting: Collection[str] = ()
+    ) -> list[str]:
+        """What would make starting ``names`` fail for certain (``svcorch.preflight``): for
+        each one an up would start, or ``restarting`` (stopped first, so the ports they hold
+        are theirs)."""
+        launches = []
+        for name in self.graph.subgraph(names).start_order():
+            runtime = self.runtimes[name]
+            if runtime.service.kind is Kind.EXTERNAL:
+                continue
+            if name not in restarting and (runtime.state in SETTLED_OK or runtime.busy()):
+                continue  # left alone by the up
+            cwd, env = self.placement(runtime.service)
+            launches.append(preflight.Launch(runtime.service, cwd, env))
+        own = {
+            record.pgid
+            for name in restarting
+            if (record := self.runtimes[name].record) is not None and self.runtimes[name].alive
+        }
+        return await asyncio.to_thread(preflight.problems, launches, own_groups=own)
 
     def launch(self, runtime: Runtime, *, explicit: bool = True) -> None:
         """Bring a service up once its dependencies are in their conditions.
@@ -172,15 +240,18 @@ class Scheduling(EngineBase):
         await self._bring_up(runtime, explicit)
 
     def failure(self, runtime: Runtime) -> Failure:
-        return Failure(runtime.name, runtime.detail, tuple(self.log_tail(runtime.name)))
+        return Failure(runtime.name, runtime.detail, tuple(self.log_tail(runtime)))
 
-    def log_tail(self, name: str, lines: int = LOG_TAIL_LINES) -> list[str]:
-        path = self.layout.service_log(name)
+    def log_tail(self, runtime: Runtime, lines: int = LOG_TAIL_LINES) -> list[str]:
+        """The last lines its log got since its last start (``log_offset``), never older
+        ones: the previous run's last words would pass for this run's."""
+        path = self.layout.service_log(runtime.name)
         try:
             with path.open("rb") as handle:
-                handle.seek(0, os.SEEK_END)
-                size = handle.tell()
-                handle.seek(max(0, size - 64 * 1024))
+                size = handle.seek(0, os.SEEK_END)
+                # a rotation (truncation) since the start: all there is is this run's
+                begin = runtime.log_offset if runtime.log_offset <= size else 0
+                handle.seek(max(begin, size - 64 * 1024))
                 text = handle.read().decode("utf-8", "replace")
         except OSError:
             return []
@@ -328,4 +399,12 @@ class Scheduling(EngineBase):
         for name in closure:
             self.runtimes[name].restart_times.clear()
         outcome = await self.up(self.graph.select_up(closure))
-        return replace(outcome, action="restart", elapsed=stopped.elapsed + outcome.elapsed)
+        # the dependencies left running were not restarted: they are no news
+        return replace(
+            outcome,
+            action="restart",
+            done=tuple(n for n in outcome.done if n in closure),
+            already=(),
+            dependencies_started=tuple(n for n in outcome.done if n not in closure),
+            elapsed=stopped.elapsed + outcome.elapsed,
+        )

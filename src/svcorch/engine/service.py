@@ -81,7 +81,8 @@ class Runtime:
     started_at: float | None = None
     ready_at: float | None = None
     exited_at: float | None = None
-    restarts: int = 0
+    restarts: int = 0  # since the up that started it
+    restarts_total: int = 0  # over the state directory's life
     restart_times: deque[float] = field(default_factory=deque)
     consecutive_failures: int = 0
     generation: int = 0
@@ -123,6 +124,7 @@ class Runtime:
             exited_at=self.exited_at,
             exit_code=self.exit_code,
             restarts=self.restarts,
+            restarts_total=self.restarts_total,
             detail=self.detail or None,
             generation=self.generation,
             fingerprint=self.fingerprint,
@@ -205,6 +207,7 @@ class ServiceStatus:
     restarts: int
     detail: str
     exit_code: int | None = None
+    restarts_total: int = 0
     started_at: float | None = None
     ready_at: float | None = None
 
@@ -216,6 +219,7 @@ class ServiceStatus:
             "pid": self.pid,
             "uptime": None if self.uptime is None else round(self.uptime, 3),
             "restarts": self.restarts,
+            "restarts_total": self.restarts_total,
             "detail": self.detail,
             "exit_code": self.exit_code,
             "started_at": self.started_at,
@@ -243,6 +247,7 @@ def status_of(service: Service, record: ServiceRecord, now: float, *, alive: boo
         pid=record.pid if alive else None,
         uptime=uptime,
         restarts=record.restarts,
+        restarts_total=max(record.restarts_total, record.restarts),
         detail=record.detail or "",
         exit_code=record.exit_code,
         started_at=record.started_at,

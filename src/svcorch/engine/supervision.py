@@ -286,10 +286,12 @@ class Supervision(EngineBase):
             runtime.consecutive_failures += 1
             runtime.restart_times.append(now)
             runtime.restarts += 1
+            runtime.restarts_total += 1
             self.bus.set(runtime, State.BACKOFF, f"restarting in {delay:.3g}s: {restart.reason}")
             await asyncio.sleep(delay)
         else:
             runtime.restarts += 1
+            runtime.restarts_total += 1
         runtime.generation += 1
         return True
 
