@@ -223,7 +223,7 @@ def test_all_passing_prints_a_table_and_exits_0(stack: Path) -> None:
     assert rows["redis"][2] == "PONG"
     assert rows["mariadb"][2].startswith("SELECT 1 ok")
     assert result.stderr == ""
-    assert took < 5, took
+    assert took < 30, took  # a sanity bound; speed is benchmarks/' business
 
 
 def test_json_gives_one_object_per_service(stack: Path) -> None:
@@ -310,8 +310,9 @@ def test_a_catalogue_error_exits_2_with_the_located_problem(tmp_path: Path) -> N
 
 def test_probes_run_in_parallel_wall_time_is_the_slowest_not_the_sum(tmp_path: Path) -> None:
     kinds = ["redis", "mysql", "amqp", "influxdb", "http"]
+    arrivals: list[list[float]] = [[] for _ in kinds]
     with contextlib.ExitStack() as servers:
-        ports = [servers.enter_context(silent_tcp_server()) for _ in kinds]
+        ports = [servers.enter_context(silent_tcp_server(arrived)) for arrived in arrivals]
         probes: dict[str, Any] = {}
         for kind, port in zip(kinds, ports, strict=True):
             probe = {"type": kind, "attempt_timeout": "1s"}
@@ -321,15 +322,18 @@ def test_probes_run_in_parallel_wall_time_is_the_slowest_not_the_sum(tmp_path: P
                 probe["port"] = port
             probes[f"silent-{kind}"] = probe
         write_catalogue(tmp_path, probes)
-        result, took = timed("check", "--json", cwd=tmp_path)
+        result, _ = timed("check", "--json", cwd=tmp_path)
     assert result.returncode == 1
     rows = json.loads(result.stdout)
     assert [r["ok"] for r in rows] == [False] * len(kinds)
     latencies = [r["latency_ms"] / 1000 for r in rows]
     # every probe really waited out its attempt timeout...
     assert all(0.95 <= latency < 1.2 for latency in latencies), rows
-    # ...and they waited at the same time (the wall time includes interpreter start-up)
-    assert took < 0.6 * sum(latencies), (took, latencies)
+    # ...and they waited at the same time: every server was reached before the first attempt
+    # could have timed out (one after the other, they would arrive >= 1 s apart). Measured
+    # at the servers, so the command's start-up on a loaded machine does not count.
+    first = [min(arrived) for arrived in arrivals]
+    assert max(first) - min(first) < 0.9, first
 
 
 # -- --wait ------------------------------------------------------------------------------------
@@ -367,8 +371,8 @@ def test_wait_for_a_service_that_never_comes_gives_up_at_the_timeout(tmp_path: P
         rf"tcp probe tcp://127\.0\.0\.1:{never.port}: gave up after 1\.\ds: Connection refused",
         row["detail"],
     ), row
-    assert 1.0 <= row["latency_ms"] / 1000 < 1.5
-    assert 1.0 <= took < 4, took
+    assert 1.0 <= row["latency_ms"] / 1000 < 1.5  # measured inside: start-up does not count
+    assert took >= 1.0, took
 
 
 def test_wait_ends_at_once_on_a_fatal_error_with_the_servers_words(tmp_path: Path) -> None:
@@ -385,7 +389,7 @@ def test_wait_ends_at_once_on_a_fatal_error_with_the_servers_words(tmp_path: Pat
         detail,
     ), detail
     assert "wrong-password" not in result.stdout
-    assert took < 3, took
+    assert took < 30, took  # not the 60 s timeout: "fatal after 0.xx s" above is the measure
 
 
 def test_ctrl_c_ends_a_wait_at_once_with_130(tmp_path: Path) -> None:

@@ -63,8 +63,9 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 
 
 @contextlib.contextmanager
-def silent_tcp_server() -> Iterator[int]:
-    """A server that accepts connections and never says a word: tests attempt deadlines."""
+def silent_tcp_server(accepted_at: list[float] | None = None) -> Iterator[int]:
+    """A server that accepts connections and never says a word: tests attempt deadlines.
+    ``accepted_at`` collects the monotonic time of each connection it accepts."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(64)
@@ -82,6 +83,8 @@ def silent_tcp_server() -> Iterator[int]:
             except OSError:
                 return
             accepted.append(conn)
+            if accepted_at is not None:
+                accepted_at.append(time.monotonic())
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
