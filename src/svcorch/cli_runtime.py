@@ -265,9 +265,24 @@ def down(
             else:
                 console().print(render.plan_text(stop_plan), end="")
             return
-        from svcorch.commands import status
+        from svcorch.commands import strays
 
-        if not any(row["pid"] for row in status.offline(catalogue, layout, [])):
+        found = strays.survey(layout)
+        if found.without_records:
+            # no state file to adopt from: stop what carries this state dir's identity, here
+            began = time.monotonic()
+            stopped = strays.stop(catalogue, graph, selected, found.runs)
+            console(stderr=True).print(f"svcorch: {strays.describe(found, stopped)}", markup=False)
+            result = {
+                "action": "down",
+                "ok": True,
+                "done": list(dict.fromkeys(item.service for item in stopped)),
+                "already": [],
+                "elapsed": time.monotonic() - began,
+            }
+            _finish(result, json_output)
+            return
+        if not found.running:
             _finish({"action": "down", "ok": True, "done": [], "already": []}, json_output)
             return
         # services a killed daemon left: a new daemon adopts them, then stops them

@@ -29,6 +29,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from svcorch.errors import OperationFailed
+from svcorch.identity import Mechanism, check_run
 
 if TYPE_CHECKING:
     from svcorch.process import ProcessRecord
@@ -101,7 +102,7 @@ def _reason(exc: OSError) -> str:
 
 _INT_FIELDS = frozenset({"pid", "pgid", "exit_code", "restarts", "generation"})
 _FLOAT_FIELDS = frozenset({"create_time", "started_at", "ready_at", "exited_at"})
-_STR_FIELDS = frozenset({"name", "state", "detail"})
+_STR_FIELDS = frozenset({"name", "state", "detail", "run", "cgroup"})
 
 
 @dataclass
@@ -124,6 +125,9 @@ class ServiceRecord:
     restarts: int = 0
     detail: str | None = None
     generation: int = 0
+    # the run's identity (svcorch.identity); absent from files an older svcorch wrote
+    run: str | None = None
+    cgroup: str | None = None
 
     def process(self) -> ProcessRecord | None:
         """The recorded process identity, when there is one to find again."""
@@ -132,7 +136,20 @@ class ServiceRecord:
         # imported here so reading the state file (status) never pays for psutil
         from svcorch.process import ProcessRecord
 
-        return ProcessRecord(pid=self.pid, pgid=self.pgid, create_time=self.create_time)
+        return ProcessRecord(
+            pid=self.pid,
+            pgid=self.pgid,
+            create_time=self.create_time,
+            run=self.run,
+            cgroup=self.cgroup,
+        )
+
+    @property
+    def identity(self) -> str | None:
+        """How the last run's processes are known: ``cgroup``, ``environ``, or None."""
+        if self.run is None:
+            return None
+        return Mechanism.CGROUP.value if self.cgroup else Mechanism.ENVIRON.value
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -152,6 +169,8 @@ class ServiceRecord:
                 raise ValueError(f"service record field {key!r} has a bad value {value!r}")
             if key in _FLOAT_FIELDS:
                 values[key] = float(value)  # type: ignore[arg-type]  # checked just above
+        # a cgroup path is used to kill: it must be the one the marker names
+        check_run(values.get("run"), values.get("cgroup"))
         return cls(**values)  # type: ignore[arg-type]  # each value's type checked above
 
 

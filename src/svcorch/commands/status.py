@@ -35,7 +35,8 @@ def run(
 
 
 def offline(catalogue: Catalogue, layout: StateLayout, names: list[str]) -> list[dict[str, Any]]:
-    """Status from state.json alone: every recorded process checked by pid + create_time."""
+    """Status from state.json alone: every recorded leader checked by pid + create_time,
+    and what a dead leader's run left found by the run's identity."""
     from svcorch import process
     from svcorch.engine import HAS_PROCESS, State, status_of
     from svcorch.graph import ServiceGraph
@@ -57,6 +58,13 @@ def offline(catalogue: Catalogue, layout: StateLayout, names: list[str]) -> list
             # it was running when the daemon was last heard of, and is not now
             record.state = State.EXITED.value
             record.detail = "exited while no svcorch daemon was watching"
+        left = process.run_members(recorded) if recorded is not None and not alive else []
+        if left:
+            # its leader is gone, not what it forked: found by the run's marker or cgroup
+            record.detail = (
+                f"{record.detail + '; ' if record.detail else ''}"
+                f"{len(left)} of its processes remain (down stops them)"
+            )
         if service.kind is Kind.EXTERNAL and record.state == State.READY.value:
             record.detail = (record.detail or "") + " (last known; run `svcorch check`)"
         rows.append(status_of(service, record, now, alive=alive).to_dict())

@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 
-from svcorch import process
+from svcorch import identity, process
 from svcorch.engine.base import ProbeFactory
 from svcorch.engine.events import Event, EventBus
 from svcorch.engine.persist import StateWriter
@@ -40,6 +40,14 @@ from svcorch.state import ServiceRecord, StateFile, StateLayout, rotate_if_neede
 log = logging.getLogger("svcorch.engine")
 
 ROTATE_EVERY = 2.0  # seconds between log size checks; housekeeping, not readiness
+
+
+def _exited_unwatched(recorded: process.ProcessRecord) -> str:
+    detail = "exited while no svcorch daemon was watching"
+    left = process.run_members(recorded)
+    if left:
+        detail += f"; {len(left)} of its processes remain (down stops them)"
+    return detail
 
 
 def registry_probe(options: ProbeOptions, context: ProbeContext) -> Probe:
@@ -67,7 +75,12 @@ class Engine(Scheduling, Supervision):
         self.state_writer = StateWriter(StateFile(layout.state_file), self.records)
         self.bus = EventBus(on_change=self.state_writer.schedule)
         self.processes = ProcessControl(
-            layout, self.bus, self.placement, die_with_parent=die_with_parent
+            layout,
+            self.bus,
+            self.placement,
+            die_with_parent=die_with_parent,
+            # the mechanism is this svcorch's (the daemon's or foreground's) environment's
+            cgroups=identity.cgroups_wanted(os.environ),
         )
         self._housekeeping: asyncio.Task[None] | None = None
         self._retiring: set[asyncio.Task[None]] = set()  # stopping services no longer listed
@@ -125,7 +138,12 @@ class Engine(Scheduling, Supervision):
     # -- adoption ----------------------------------------------------------------------------
 
     def adopt(self, records: Mapping[str, ServiceRecord]) -> list[str]:
-        """Take over services a previous daemon started that are still alive."""
+        """Take over services a previous daemon started that are still alive.
+
+        A service whose leader is gone (its pid free, or another process's by now) keeps its
+        record: what its run left is found by the run's identity, so a down still stops it,
+        and a process that merely reused the pid or group number is never touched.
+        """
         self.probe_pool()
         adopted = []
         for name, saved in records.items():
@@ -149,10 +167,11 @@ class Engine(Scheduling, Supervision):
                     self.guarded(runtime, self._supervise_adopted(runtime, was_ready))
                 )
                 adopted.append(name)
-            elif saved.state in {s.value for s in HAS_PROCESS | {State.BACKOFF}}:
-                runtime.record = recorded  # group members may remain; down still stops them
+                continue
+            runtime.record = recorded  # what the run left, a down finds by its identity
+            if saved.state in {s.value for s in HAS_PROCESS | {State.BACKOFF}}:
                 runtime.exited_at = saved.exited_at or time.time()
-                self.bus.set(runtime, State.EXITED, "exited while no svcorch daemon was watching")
+                self.bus.set(runtime, State.EXITED, _exited_unwatched(recorded))
         self.state_writer.schedule()
         return adopted
 

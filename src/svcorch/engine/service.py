@@ -100,6 +100,8 @@ class Runtime:
             restarts=self.restarts,
             detail=self.detail or None,
             generation=self.generation,
+            run=record.run if record else None,
+            cgroup=record.cgroup if record else None,
         )
 
 
@@ -151,6 +153,7 @@ class ServiceStatus:
     exit_code: int | None = None
     started_at: float | None = None
     ready_at: float | None = None
+    identity: str | None = None  # how its (last) run's processes are known
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -164,6 +167,7 @@ class ServiceStatus:
             "exit_code": self.exit_code,
             "started_at": self.started_at,
             "ready_at": self.ready_at,
+            "identity": self.identity,
         }
 
 
@@ -191,6 +195,7 @@ def status_of(service: Service, record: ServiceRecord, now: float, *, alive: boo
         exit_code=record.exit_code,
         started_at=record.started_at,
         ready_at=record.ready_at,
+        identity=record.identity,
     )
 
 

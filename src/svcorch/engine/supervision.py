@@ -40,21 +40,22 @@ class Supervision(EngineBase):
             if runtime.alive:
                 self.bus.set(runtime, State.READY, "running")
                 return None
-            return self._exited_before_ready(runtime)
+            return await self._exited_before_ready(runtime)
         result = await self.wait_ready(runtime, options)
         if result.ok and runtime.alive:
             self.bus.set(runtime, State.READY, result.detail)
             return None
         if not runtime.alive:
-            return self._exited_before_ready(runtime)
+            return await self._exited_before_ready(runtime)
         await self.processes.kill_quietly(runtime)
         # a fatal probe (access denied, unknown vhost) fails now, with the server's words
         return StartFailure(result.detail, final=not result.retryable)
 
-    def _exited_before_ready(self, runtime: Runtime) -> StartFailure:
+    async def _exited_before_ready(self, runtime: Runtime) -> StartFailure:
         assert runtime.exited is not None
         code = runtime.exited.result()
         runtime.record_exit(code)
+        await self.processes.reap_group(runtime)  # what it forked does not outlive the start
         # RabbitMQ's script exits 0 after a failed boot: exiting before ready is a failure
         return StartFailure(f"exited with {describe_exit(code)} before ready")
 
