@@ -351,9 +351,12 @@ def _proven(
     return {pid: processes[pid] for pid in sorted(found)}
 
 
-def run_members(record: ProcessRecord) -> list[int]:
-    """The pids of the live processes of ``record``'s run (see :func:`_proven`)."""
-    return list(_proven(record, identity.scan()))
+def run_members(
+    record: ProcessRecord, processes: Mapping[int, identity.Proc] | None = None
+) -> list[int]:
+    """The pids of the live processes of ``record``'s run (see :func:`_proven`), from
+    ``processes`` (one :func:`identity.scan` shared by many records) or a scan of its own."""
+    return list(_proven(record, identity.scan() if processes is None else processes))
 
 
 def run_alive(record: ProcessRecord) -> bool:

@@ -37,13 +37,14 @@ def run(
 def offline(catalogue: Catalogue, layout: StateLayout, names: list[str]) -> list[dict[str, Any]]:
     """Status from state.json alone: every recorded leader checked by pid + create_time,
     and what a dead leader's run left found by the run's identity."""
-    from svcorch import process
+    from svcorch import identity, process
     from svcorch.engine import HAS_PROCESS, State, status_of
     from svcorch.graph import ServiceGraph
     from svcorch.model import Kind
 
     records = StateFile(layout.state_file).load() if layout.state_file.exists() else {}
     now = time.time()
+    processes = None  # one scan of /proc, made when a dead leader's run needs looking for
     rows = []
     # states only a daemon moves on from; without one, the service is not running
     running = {state.value for state in HAS_PROCESS | {State.BACKOFF}}
@@ -58,7 +59,10 @@ def offline(catalogue: Catalogue, layout: StateLayout, names: list[str]) -> list
             # it was running when the daemon was last heard of, and is not now
             record.state = State.EXITED.value
             record.detail = "exited while no svcorch daemon was watching"
-        left = process.run_members(recorded) if recorded is not None and not alive else []
+        left = []
+        if recorded is not None and not alive:
+            processes = identity.scan() if processes is None else processes
+            left = process.run_members(recorded, processes)
         if left:
             # its leader is gone, not what it forked: found by the run's marker or cgroup
             record.detail = (

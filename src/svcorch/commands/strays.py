@@ -57,7 +57,7 @@ def survey(layout: StateLayout) -> Survey:
     for record in records.values():
         recorded = record.process()
         if recorded is not None and (
-            process.is_same_process(recorded) or process.run_members(recorded)
+            process.is_same_process(recorded) or process.run_members(recorded, processes)
         ):
             running = True
             break

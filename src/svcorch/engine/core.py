@@ -42,9 +42,11 @@ log = logging.getLogger("svcorch.engine")
 ROTATE_EVERY = 2.0  # seconds between log size checks; housekeeping, not readiness
 
 
-def _exited_unwatched(recorded: process.ProcessRecord) -> str:
+def _exited_unwatched(
+    recorded: process.ProcessRecord, processes: Mapping[int, identity.Proc]
+) -> str:
     detail = "exited while no svcorch daemon was watching"
-    left = process.run_members(recorded)
+    left = process.run_members(recorded, processes)
     if left:
         detail += f"; {len(left)} of its processes remain (down stops them)"
     return detail
@@ -146,6 +148,7 @@ class Engine(Scheduling, Supervision):
         """
         self.probe_pool()
         adopted = []
+        processes: dict[int, identity.Proc] | None = None  # one scan, if a leader is gone
         for name, saved in records.items():
             runtime = self.runtimes.get(name)
             if runtime is None:
@@ -171,7 +174,8 @@ class Engine(Scheduling, Supervision):
             runtime.record = recorded  # what the run left, a down finds by its identity
             if saved.state in {s.value for s in HAS_PROCESS | {State.BACKOFF}}:
                 runtime.exited_at = saved.exited_at or time.time()
-                self.bus.set(runtime, State.EXITED, _exited_unwatched(recorded))
+                processes = identity.scan() if processes is None else processes
+                self.bus.set(runtime, State.EXITED, _exited_unwatched(recorded, processes))
         self.state_writer.schedule()
         return adopted
 
