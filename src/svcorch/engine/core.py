@@ -176,8 +176,28 @@ class Engine(Scheduling, Supervision):
                 runtime.exited_at = saved.exited_at or time.time()
                 processes = identity.scan() if processes is None else processes
                 self.bus.set(runtime, State.EXITED, _exited_unwatched(recorded, processes))
+        self._note_strays(records, processes)
         self.state_writer.schedule()
         return adopted
+
+    def _note_strays(
+        self, records: Mapping[str, ServiceRecord], processes: dict[int, identity.Proc] | None
+    ) -> None:
+        """Runs of this state dir that no record names (its file was lost or set aside, or a
+        daemon was killed between a spawn and the write that recorded it) are stopped before
+        their service starts again, or by a down."""
+        known = {saved.run for saved in records.values() if saved.run is not None}
+        found = identity.find_runs(self.layout.root, processes)
+        for run in found:
+            if run.marker not in known and run.service in self.runtimes:
+                self.processes.strays.setdefault(run.service, []).append(run)
+        for name, runs in self.processes.strays.items():
+            log.warning(
+                "%s: %d earlier run(s) that no record names are still running;"
+                " stopped before it starts, or by down",
+                name,
+                len(runs),
+            )
 
     async def _supervise_adopted(self, runtime: Runtime, was_ready: bool) -> None:
         if runtime.service.kind is Kind.ONESHOT:

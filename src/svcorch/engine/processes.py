@@ -52,6 +52,8 @@ class ProcessControl:
         self.placement = placement
         self.die_with_parent = die_with_parent
         self.cgroups = cgroups  # False: the environment marker alone (SVCORCH_IDENTITY=environ)
+        # runs of a service that no record names, found at adoption: stopped before it starts
+        self.strays: dict[str, list[identity.Run]] = {}
         self._background: set[asyncio.Task[None]] = set()
 
     def new_run(self, service: str) -> identity.Run:
@@ -72,6 +74,9 @@ class ProcessControl:
             # what the last run left (a grandchild that called setsid) must not hold the port
             # or answer the probe for the new one
             await self.reap_group(runtime)
+        stop = service.stop
+        for stray in self.strays.pop(runtime.name, []):
+            await self.stop_stray(stray, stop.signal, stop.timeout.total_seconds())
         if service.ports:
             try:
                 await asyncio.to_thread(process.check_ports_free, runtime.name, service.ports)

@@ -327,6 +327,9 @@ class Scheduling(EngineBase):
             for run in identity.find_runs(self.layout.root)
             if run.marker not in keep and (everything or run.service in selected)
         ]
+        for name in list(self.processes.strays):
+            if everything or name in selected:
+                del self.processes.strays[name]  # stopped here, not before a later start
         if not strays:
             # empty cgroups of runs a killed daemon never saw end
             identity.prune_cgroups(self.layout.root, {r.cgroup for r in records if r.cgroup})
