@@ -151,7 +151,7 @@ def escaper(stack: Stack, name: str, **spec: Any) -> dict[str, Any]:
     pidfile = stack.root / f"{name}.pids"
     return {
         "command": python_service("escaper", "--pidfile", pidfile),
-        "ready": {"type": "log", "pattern": "^escaped", "timeout": "10s"},
+        "ready": {"type": "log", "pattern": "^escaped", "timeout": "10s", "period": "20ms"},
         **spec,
     }
 
