@@ -11,6 +11,8 @@ command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need_package
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need_packages+=(rabbitmq-server)
 command -v influxd >/dev/null 2>&1 || need_packages+=(influxdb)
 command -v dot >/dev/null 2>&1 || need_packages+=(graphviz)
+# `svcorch export compose` is checked with the compose CLI's own `config` (no daemon needed)
+command -v docker-compose >/dev/null 2>&1 || need_packages+=(docker-compose)
 
 if [ "${#need_packages[@]}" -gt 0 ]; then
     echo "setup: installing Debian packages: ${need_packages[*]}" >&2

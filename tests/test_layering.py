@@ -19,10 +19,16 @@ CLI_MODULES = {
     "svcorch.cli_catalogue",
     "svcorch.cli_runtime",
     "svcorch.cli_check",
+    "svcorch.cli_export",
     "svcorch.__main__",
 }
 # the app is built in svcorch.cli from the command modules, which share only cli_base
-CLI_COMMAND_MODULES = ("svcorch.cli_catalogue", "svcorch.cli_runtime", "svcorch.cli_check")
+CLI_COMMAND_MODULES = (
+    "svcorch.cli_catalogue",
+    "svcorch.cli_runtime",
+    "svcorch.cli_check",
+    "svcorch.cli_export",
+)
 TERMINAL = ("typer", "rich", "click")
 
 
@@ -85,6 +91,8 @@ def test_errors_imports_nothing_of_svcorch() -> None:
                 "svcorch.interpolate",
                 "svcorch.durations",
                 "svcorch.redaction",
+                "svcorch.fingerprint",
+                "svcorch.exporters",
                 "svcorch.identity",
             )
         )

@@ -9,6 +9,7 @@ probe's client library.
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -17,14 +18,16 @@ from typing import Any, NoReturn
 
 import typer
 
-from svcorch import cli_catalogue, cli_check, cli_runtime
+from svcorch import cli_catalogue, cli_check, cli_export, cli_runtime
 from svcorch.cli_base import (
     EXIT_CRASH,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
+    forget_secrets,
     global_options,
     options,
+    redactor,
 )
 from svcorch.errors import CatalogueError, SvcorchError
 
@@ -57,6 +60,7 @@ COMMANDS: dict[str, Callable[..., Any]] = {  # in the order `--help` lists them
     "logs": cli_runtime.logs,
     "analyze": cli_runtime.analyze,
     "check": cli_check.check,
+    "export": cli_export.export,
 }
 for name, command in COMMANDS.items():
     app.command(name)(command)
@@ -68,10 +72,13 @@ for name, command in COMMANDS.items():
 def _crash_log(exc: BaseException) -> Path | None:
     try:
         state_dir = options().resolved_state_dir
+        from svcorch.statedir import open_private
+
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         path = state_dir / "crash.log"
-        with path.open("a", encoding="utf-8") as log:
-            log.write("".join(traceback.format_exception(exc)))
+        # 0600: a traceback may quote anything the command was handling
+        with os.fdopen(open_private(path, os.O_WRONLY | os.O_APPEND), "a", encoding="utf-8") as log:
+            log.write(redactor().text("".join(traceback.format_exception(exc))))
         return path
     except OSError:
         return None
@@ -79,13 +86,17 @@ def _crash_log(exc: BaseException) -> Path | None:
 
 def _fail(lines: list[str], code: int) -> int:
     for line in lines:
-        sys.stderr.write(line + "\n")
+        sys.stderr.write(redactor().text(line) + "\n")
     sys.stderr.flush()
     return code
 
 
 def run(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one exit per error family
     """Run the CLI and return its exit code; every error becomes one line per problem."""
+    from svcorch.logconfig import quiet_terminal
+
+    forget_secrets()  # each run masks with its own catalogue's secrets
+    quiet_terminal()  # the terminal is for svcorch's output, never a library's log records
     try:
         result: Any = app(args=argv, standalone_mode=False, prog_name="svcorch")
     except typer.Exit as exc:
@@ -110,7 +121,7 @@ def run(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one exit per e
         detail = f" (traceback in {where})" if where else ""
         if options().verbosity > 0:
             # -v: the developer at the terminal wants the traceback here too
-            sys.stderr.write("".join(traceback.format_exception(exc)))
+            sys.stderr.write(redactor().text("".join(traceback.format_exception(exc))))
         return _fail([f"svcorch: internal error: {type(exc).__name__}: {exc}{detail}"], EXIT_CRASH)
     return int(result) if isinstance(result, int) else EXIT_OK
 

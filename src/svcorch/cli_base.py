@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
     from svcorch.graph import ServiceGraph
     from svcorch.model import Catalogue
+    from svcorch.redaction import Redactor
+    from svcorch.state import StateLayout
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -47,10 +49,33 @@ class Options:
 
 
 _options = Options()
+_redactor: Redactor | None = None  # built when first needed, from what `load` read
+_secrets_source: tuple[Catalogue, dict[str, str]] | None = None
 
 
 def options() -> Options:
     return _options
+
+
+def redactor() -> Redactor:
+    """What everything printed or written passes through: every secret of the catalogue
+    once one is loaded, else those of the environment (``up`` leaves loading to the daemon,
+    which masks its own messages)."""
+    global _redactor  # noqa: PLW0603 - one process, one catalogue
+    if _redactor is None:
+        from svcorch.redaction import Redactor
+
+        if _secrets_source is not None:
+            _redactor = Redactor.for_catalogue(*_secrets_source)
+        else:
+            _redactor = Redactor.for_environment(os.environ)
+    return _redactor
+
+
+def forget_secrets() -> None:
+    """A new run of the CLI (in one process, as tests do) masks with its own catalogue's."""
+    global _redactor, _secrets_source  # one process, one catalogue
+    _redactor, _secrets_source = None, None
 
 
 def _version(value: bool) -> None:
@@ -123,10 +148,29 @@ def load() -> tuple[Catalogue, ServiceGraph]:
     from svcorch import catalogue as catalogue_module
     from svcorch.graph import ServiceGraph
 
+    global _redactor, _secrets_source  # one process, one catalogue
     environ = dict(os.environ)
     environ["SVCORCH_STATE_DIR"] = str(_options.resolved_state_dir)
     catalogue = catalogue_module.load(_options.file, environ=environ)
+    # what is printed from now on is masked with this catalogue's secrets (built lazily:
+    # `validate` and `graph` print none)
+    _redactor, _secrets_source = None, (catalogue, environ)
     return catalogue, ServiceGraph.from_catalogue(catalogue)
+
+
+def state_layout() -> StateLayout:
+    """The state directory, its ownership and modes checked (every command that uses it)."""
+    from svcorch.state import StateLayout
+    from svcorch.statedir import secure
+
+    return StateLayout(secure(_options.resolved_state_dir))
+
+
+def notice(text: str) -> None:
+    """Something the user must hear about that is not an error: one line on stderr (so
+    ``--json`` output stays the only thing on stdout)."""
+    sys.stderr.write(f"svcorch: {text}\n")
+    sys.stderr.flush()
 
 
 def want_json(local: bool) -> bool:

@@ -9,7 +9,17 @@ from typing import Annotated
 
 import typer
 
-from svcorch.cli_base import JsonFlag, Names, console, load, options, want_json, write
+from svcorch.cli_base import (
+    JsonFlag,
+    Names,
+    console,
+    load,
+    options,
+    redactor,
+    state_layout,
+    want_json,
+    write,
+)
 from svcorch.errors import UsageError
 
 
@@ -50,24 +60,29 @@ def graph(
     timings: Annotated[
         bool, typer.Option("--timings", help="With --dot: colour by the last up's start→ready.")
     ] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Nodes (kind, probe) and edges (condition) as JSON.")
+    ] = False,
 ) -> None:
     """Draw the dependency graph (of SERVICE… and what they need)."""
     from svcorch import render
 
-    if sum((dot, mermaid, as_tree)) > 1:
-        raise UsageError("choose one of --dot, --mermaid, --tree")
+    as_json = json_output or (options().json and not (dot or mermaid or as_tree))
+    if sum((dot, mermaid, as_tree, as_json)) > 1:
+        raise UsageError("choose one of --dot, --mermaid, --tree, --json")
     catalogue, full = load()
     selected = full.select_up(names) if names else set(full.names)
     sub = full.subgraph(selected)
     if timings and not dot:
         raise UsageError("--timings goes with --dot")
-    if dot:
+    if as_json:
+        write(render.json_text(render.graph_document(catalogue, sub)))
+    elif dot:
         durations = None
         if timings:
             from svcorch.commands import analyze
-            from svcorch.state import StateLayout
 
-            durations = analyze.durations(StateLayout(options().resolved_state_dir))
+            durations = analyze.durations(state_layout())
         write(render.dot(catalogue, sub, durations))
     elif mermaid:
         write(render.mermaid(catalogue, sub))
@@ -80,7 +95,7 @@ def config(json_output: JsonFlag = False) -> None:
     from svcorch import render
 
     catalogue, _ = load()
-    data = render.resolved_catalogue(catalogue)
+    data = render.resolved_catalogue(catalogue, redactor())
     write(render.json_text(data) if want_json(json_output) else render.yaml_text(data))
 
 

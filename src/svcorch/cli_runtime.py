@@ -10,7 +10,20 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from svcorch.cli_base import JsonFlag, Names, ProfileFlag, console, load, options, want_json, write
+from svcorch import control
+from svcorch.cli_base import (
+    JsonFlag,
+    Names,
+    ProfileFlag,
+    console,
+    load,
+    notice,
+    options,
+    redactor,
+    state_layout,
+    want_json,
+    write,
+)
 from svcorch.control import RemoteError
 from svcorch.errors import CatalogueError, Problem, UsageError
 
@@ -19,9 +32,7 @@ if TYPE_CHECKING:
 
 
 def _layout() -> StateLayout:
-    from svcorch.state import StateLayout
-
-    return StateLayout(options().resolved_state_dir)
+    return state_layout()
 
 
 def _environ() -> dict[str, str]:
@@ -75,6 +86,7 @@ class Progress:
             return
         from svcorch import render
 
+        event = _masked(event)
         if not self.live_view:
             if self._out is None:
                 self._out = console()
@@ -127,9 +139,19 @@ def _as_catalogue_error(exc: RemoteError) -> CatalogueError | None:
     return CatalogueError(problems)
 
 
+def _masked(data: Any) -> Any:
+    """The last defence at the terminal: the daemon masked its messages with the whole
+    catalogue's secrets already; this adds the environment's (or the catalogue's when this
+    command loaded it)."""
+    from svcorch.redaction import NAME_KEYS
+
+    return redactor().data(data, keep=NAME_KEYS)
+
+
 def _finish(result: dict[str, Any], json_output: bool) -> None:
     from svcorch import render
 
+    result = _masked(result)
     if want_json(json_output):
         write(render.json_text(result))
     else:
@@ -166,6 +188,7 @@ def _act(op: str, fields: dict[str, Any], json_output: bool) -> None:
                     message,
                     progress,
                     on_accepted=None if progress is None else progress.accepted,
+                    on_notice=notice,
                 )
                 break
             except RemoteError as exc:
@@ -177,8 +200,8 @@ def _act(op: str, fields: dict[str, Any], json_output: bool) -> None:
     finally:
         if progress is not None:
             progress.close()
-    exiting = result.pop("daemon_exiting", None)
-    if isinstance(exiting, int):
+    exiting = control.valid_pid(result.pop("daemon_exiting", None))
+    if exiting is not None:
         # nothing is left to supervise: return once the daemon is gone, so a command right
         # after this one starts a fresh daemon rather than meeting the exiting one
         daemon.wait_exit(layout, exiting)
@@ -195,11 +218,22 @@ def up(
     rollback: Annotated[
         bool, typer.Option("--rollback", help="On failure, stop what this up started.")
     ] = False,
+    no_recreate: Annotated[
+        bool,
+        typer.Option(
+            "--no-recreate",
+            help="Keep running services as they are even if their definition changed.",
+        ),
+    ] = False,
     json_output: JsonFlag = False,
 ) -> None:
-    """Start SERVICE… and what they need, bottom-up, each gated on its readiness probe."""
+    """Start SERVICE… and what they need, bottom-up, each gated on its readiness probe.
+
+    Running services whose definition changed (command, env after interpolation, probes…)
+    are recreated, and the changed keys are named."""
     if not dry_run and not foreground:
-        _act("up", {"services": list(names or []), "rollback": rollback}, json_output)
+        fields = {"services": list(names or []), "rollback": rollback, "no_recreate": no_recreate}
+        _act("up", fields, json_output)
         return
     from svcorch import plan, render
 
@@ -207,12 +241,34 @@ def up(
     selected = plan.select_up(catalogue, graph, names or [], options().profiles)
     if dry_run:
         start_plan = plan.up_plan(catalogue, graph, selected)
+        recreate = {} if no_recreate else _recreate_plan(list(names or []))
         if want_json(json_output):
-            write(render.json_text(start_plan.to_json()))
+            write(render.json_text({**start_plan.to_json(), "recreate": recreate}))
         else:
+            console().print(render.recreate_text(recreate, planned=True), end="")
             console().print(render.plan_text(start_plan), end="")
         return
     raise typer.Exit(_foreground(catalogue, selected))
+
+
+def _recreate_plan(names: list[str]) -> dict[str, list[str]]:
+    """What the running daemon would recreate for an up now; nothing when none runs."""
+    from svcorch import control
+
+    connection = control.connect(_layout().socket)
+    if connection is None:
+        return {}
+    message = {
+        "op": "plan",
+        "file": str(options().file.absolute()),
+        "environ": _environ(),
+        "services": names,
+        "profiles": options().profiles,
+    }
+    with connection:
+        result = connection.request(message)
+    recreate = result.get("recreate") or {}
+    return {str(k): [str(c) for c in v] for k, v in recreate.items()}
 
 
 def _foreground(catalogue: Any, selected: set[str]) -> int:
@@ -231,8 +287,11 @@ def _foreground(catalogue: Any, selected: set[str]) -> int:
         on_line=lambda service, line: out.print(
             render.log_line(service, line, width, colours[service]), markup=False
         ),
-        on_outcome=lambda outcome: out.print(render.outcome_text(outcome.to_dict()), end=""),
+        on_outcome=lambda outcome: out.print(
+            render.outcome_text(_masked(outcome.to_dict())), end=""
+        ),
         on_stopping=lambda why: out.print(f"stopping everything ({why})", style="bold"),
+        on_notice=notice,
     )
     return foreground.run(catalogue, _layout(), selected, hooks, _environ())
 
@@ -265,24 +324,13 @@ def down(
             else:
                 console().print(render.plan_text(stop_plan), end="")
             return
-        from svcorch.commands import strays
+        from svcorch import identity
+        from svcorch.commands import status
 
-        found = strays.survey(layout)
-        if found.without_records:
-            # no state file to adopt from: stop what carries this state dir's identity, here
-            began = time.monotonic()
-            stopped = strays.stop(catalogue, graph, selected, found.runs)
-            console(stderr=True).print(f"svcorch: {strays.describe(found, stopped)}", markup=False)
-            result = {
-                "action": "down",
-                "ok": True,
-                "done": list(dict.fromkeys(item.service for item in stopped)),
-                "already": [],
-                "elapsed": time.monotonic() - began,
-            }
-            _finish(result, json_output)
-            return
-        if not found.running:
+        rows = status.offline(catalogue, layout, [], notice)
+        # a leader alive, or anything that carries a run identity of this state dir (what a
+        # dead leader's run left, a run no record names): a new daemon adopts and stops it
+        if not any(row["pid"] for row in rows) and not identity.find_runs(layout.root):
             _finish({"action": "down", "ok": True, "done": [], "already": []}, json_output)
             return
         # services a killed daemon left: a new daemon adopts them, then stops them
@@ -306,7 +354,7 @@ def status(names: Names = None, json_output: JsonFlag = False) -> None:
     from svcorch import render
     from svcorch.commands import status as status_command
 
-    rows = status_command.run(_layout(), list(names or []), load)
+    rows = _masked(status_command.run(_layout(), list(names or []), load, on_notice=notice))
     if want_json(json_output):
         write(render.json_text(rows))
     else:

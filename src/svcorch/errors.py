@@ -59,6 +59,12 @@ class DependencyCycle(SvcorchError):
         super().__init__(f"dependency cycle: {text}")
 
 
+class ExportGap(SvcorchError):
+    """``export --strict``: the target cannot express part of the catalogue (one line each)."""
+
+    exit_code = 2
+
+
 class UnknownService(UsageError):
     """A service named on the command line is not in the catalogue."""
 

@@ -198,6 +198,11 @@ class Service(_Frozen):
     ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(
         default_factory=list, description="must be free before the service is spawned"
     )
+    image: str | None = Field(
+        default=None,
+        description="the container image for `svcorch export kubernetes|compose`; svcorch's"
+        " own runtime ignores it",
+    )
 
     @field_validator("env", mode="before")
     @classmethod

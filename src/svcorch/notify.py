@@ -24,12 +24,12 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from svcorch.model import ExecNotifier, Notifier, WebhookNotifier
-from svcorch.redaction import is_secret_key, redact, redact_url
+from svcorch.redaction import Redactor, is_secret_key, redact, redact_url
 
 if TYPE_CHECKING:
     from urllib.request import OpenerDirector
@@ -281,8 +281,12 @@ class Notifications:
         retry_first: float = RETRY_FIRST,
         retry_max: float = RETRY_MAX,
         send: Send | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self.base_dir = base_dir
+        # the catalogue's secrets: the last defence for what leaves (payloads, variables)
+        # and for the reports of each attempt
+        self.redactor = redactor or Redactor()
         self.on_delivery = on_delivery
         self.retry_first = retry_first
         self.retry_max = retry_max
@@ -301,6 +305,11 @@ class Notifications:
             self._workers.append((pending, thread))
 
     def send(self, change: HealthChange) -> None:
+        change = replace(
+            change,
+            detail=self.redactor.text(change.detail),
+            target=self.redactor.text(change.target),
+        )
         for pending, _ in self._workers:
             pending.put(change)
 
@@ -332,7 +341,7 @@ class Notifications:
 
     def _deliver(self, notifier: Notifier, change: HealthChange) -> None:
         body = json.dumps(change.to_dict()).encode()
-        name = describe(notifier)
+        name = self.redactor.text(describe(notifier))
         secrets = notifier_secrets(notifier)
         delays = backoff(self.retry_first, self.retry_max)
         attempts = 0
@@ -341,7 +350,7 @@ class Notifications:
             try:
                 self.transport(notifier, change, body)
             except Exception as exc:  # a notifier's failure is a report, never the watch's end
-                error = redact(str(exc) or type(exc).__name__, secrets)
+                error = self.redactor.text(redact(str(exc) or type(exc).__name__, secrets))
                 last = attempts > notifier.retries or self.stop.is_set()
                 delay = None if last else next(delays)
                 self.on_delivery(

@@ -6,52 +6,36 @@ Used by the CLI only. Knows result types, never typer options.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from rich.tree import Tree
 
-from svcorch.redaction import is_secret_key
+from svcorch.redaction import Redactor
 
 if TYPE_CHECKING:
     from svcorch.graph import ServiceGraph
     from svcorch.model import Catalogue
     from svcorch.plan import Plan
 
-MASK = "***"
-
-
 # -- secrets -----------------------------------------------------------------------------------
 
 
-# `scheme://user:password@`, also inside a longer string such as a command line
-# (`celery --broker amqp://u:pw@host//`); the password runs to the last `@` before the host
-_URL_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)[^\s/]+@")
-_SECRET_HEADERS = ("authorization", "proxy-authorization", "cookie")
-
-
-def redact(value: Any, key: str = "") -> Any:
-    """Mask secret-named keys and URL passwords anywhere in a JSON-like structure."""
-    if isinstance(value, dict):
-        return {k: redact(v, str(k)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact(v, key) for v in value]
-    if isinstance(value, str):
-        if key and value and (is_secret_key(key) or key.lower() in _SECRET_HEADERS):
-            return MASK
-        return _URL_USERINFO.sub(rf"\1{MASK}@", value) if "://" in value else value
-    return value
+def redact(value: Any, key: str = "", redactor: Redactor | None = None) -> Any:
+    """Mask secret-named keys, credentials by shape and ``redactor``'s known secret values
+    anywhere in a JSON-like structure."""
+    return (redactor or Redactor()).data(value, key)
 
 
 # -- catalogue ---------------------------------------------------------------------------------
 
 
-def resolved_catalogue(catalogue: Catalogue) -> dict[str, Any]:
-    """The interpolated catalogue with defaults filled, secrets masked."""
+def resolved_catalogue(catalogue: Catalogue, redactor: Redactor | None = None) -> dict[str, Any]:
+    """The interpolated catalogue with defaults filled, secrets masked: by key and shape, and
+    every secret value wherever else it went (``--password ${DB_PASSWORD}`` in a command)."""
     data = catalogue.model_dump(mode="json")
-    redacted: dict[str, Any] = redact(data)
+    redacted: dict[str, Any] = redact(data, redactor=redactor or Redactor.for_catalogue(catalogue))
     return redacted
 
 
@@ -76,6 +60,48 @@ def json_schema() -> dict[str, Any]:
 
 
 # -- graph -------------------------------------------------------------------------------------
+
+
+def graph_document(catalogue: Catalogue, graph: ServiceGraph) -> dict[str, Any]:
+    """``graph --json``: nodes in start order with kind and probes, edges with conditions."""
+    nodes = []
+    edges = []
+    for name in graph.start_order():
+        service = catalogue.services[name]
+        liveness = service.liveness
+        nodes.append(
+            {
+                "name": name,
+                "kind": service.kind.value,
+                "probe": _probe_summary(service.ready),
+                "liveness": _probe_summary(liveness.probe if liveness else None),
+            }
+        )
+        edges += [
+            {
+                "from": dependency,
+                "to": name,
+                "condition": edge.condition.value,
+                "restart_on_dependency": edge.restart_on_dependency,
+            }
+            for dependency, edge in service.depends_on.items()
+            if dependency in graph
+        ]
+    return {"name": catalogue.name, "nodes": nodes, "edges": edges}
+
+
+def _probe_summary(options: Any) -> dict[str, Any] | None:
+    """Type, target (never a secret), timeout and period of a probe; None without one."""
+    if options is None:
+        return None
+    from svcorch.durations import format_duration
+
+    return {
+        "type": options.type,
+        "target": options.target(),
+        "timeout": format_duration(options.timeout),
+        "period": format_duration(options.period),
+    }
 
 
 def _probe(catalogue: Catalogue, name: str) -> str:
@@ -337,6 +363,7 @@ def outcome_text(outcome: Mapping[str, Any], *, verbose_failures: bool = True) -
     blocked = list(outcome.get("blocked") or [])
     pending = list(outcome.get("pending") or [])
     verb = {"up": "ready", "down": "stopped", "restart": "restarted"}.get(action, action)
+    text.append_text(recreate_text(outcome.get("recreated") or {}))
     if outcome.get("ok"):
         if not done and already:
             text.append(
@@ -371,6 +398,16 @@ def outcome_text(outcome: Mapping[str, Any], *, verbose_failures: bool = True) -
     return text
 
 
+def recreate_text(recreate: Mapping[str, Sequence[str]], *, planned: bool = False) -> Text:
+    """``recreate web: env ENVIRONMENT development → production`` per changed service."""
+    text = Text()
+    verb = "would recreate" if planned else "recreate"
+    for name, changes in recreate.items():
+        text.append(f"{verb} {name}: ", style="yellow")
+        text.append("; ".join(changes) + "\n")
+    return text
+
+
 def _age(seconds: float | None) -> str:
     if seconds is None:
         return ""
@@ -396,9 +433,18 @@ def status_table(rows: Sequence[Mapping[str, Any]]) -> Any:
             str(row["pid"] or ""),
             _age(row.get("uptime")),
             str(row.get("restarts") or 0),
-            str(row.get("detail") or ""),
+            _detail_with_drift(row),
         )
     return table
+
+
+def _detail_with_drift(row: Mapping[str, Any]) -> Text:
+    text = Text(str(row.get("detail") or ""))
+    changed = row.get("changed_on_disk") or []
+    if changed:
+        text.append(" " if text else "")
+        text.append(f"[changed on disk: {'; '.join(changed)}; `svcorch up` applies]", "yellow")
+    return text
 
 
 def log_line(service: str, line: str, width: int, colour: str) -> Text:

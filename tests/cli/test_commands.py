@@ -170,7 +170,7 @@ def test_graph_mermaid_and_selection(project: Path) -> None:
         "    s2 -->|completed| s3",
     ]
     assert fails("graph", "--dot", "--mermaid", cwd=project) == [
-        "svcorch: choose one of --dot, --mermaid, --tree"
+        "svcorch: choose one of --dot, --mermaid, --tree, --json"
     ]
 
 

@@ -16,7 +16,13 @@ from svcorch.commands.logs import POLL_FIRST, Follower, emit_new, next_delay
 from svcorch.engine import Engine, Event, Outcome
 from svcorch.errors import UsageError
 from svcorch.model import Catalogue
-from svcorch.state import StateFile, StateLayout, StateLock, ensure_state_dir
+from svcorch.state import (
+    StateFile,
+    StateLayout,
+    StateLock,
+    ensure_state_dir,
+    records_by_identity,
+)
 
 
 @dataclass
@@ -27,6 +33,7 @@ class Hooks:
     on_line: Callable[[str, str], None]
     on_outcome: Callable[[Outcome], None]
     on_stopping: Callable[[str], None]
+    on_notice: Callable[[str], None] = lambda _: None  # a corrupt state file set aside
 
 
 def run(
@@ -57,7 +64,13 @@ async def _main(
     environ: dict[str, str],
 ) -> int:
     engine = Engine(catalogue, layout, die_with_parent=True, environ=environ)
-    engine.adopt(StateFile(layout.state_file).load())
+    # we hold the lock: a corrupt file is ours to set aside, what it lost found by identity
+    records, set_aside = StateFile(layout.state_file).load_or_set_aside(
+        refind=lambda: records_by_identity(layout.root)
+    )
+    if set_aside is not None:
+        hooks.on_notice(set_aside.message())
+    engine.adopt(records)
     engine.subscribe(hooks.on_event)
     engine.start_housekeeping()
     received: list[int] = []

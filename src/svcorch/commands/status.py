@@ -7,7 +7,15 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from svcorch.commands import daemon
-from svcorch.state import ServiceRecord, StateFile, StateLayout
+from svcorch.state import (
+    ServiceRecord,
+    StateCorrupt,
+    StateError,
+    StateFile,
+    StateLayout,
+    StateLock,
+    records_by_identity,
+)
 
 if TYPE_CHECKING:
     from svcorch.graph import ServiceGraph
@@ -18,12 +26,17 @@ def run(
     layout: StateLayout,
     names: list[str],
     load: Callable[[], tuple[Catalogue, ServiceGraph]],
+    *,
+    on_notice: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Rows from the daemon (which checks the names), else from the state file; ``load``
-    gives the catalogue only when the daemon is not there to ask."""
+    gives the catalogue only when the daemon is not there to ask. ``on_notice`` hears of a
+    corrupt state file set aside (by the daemon, or here)."""
     if daemon.running(layout):
         try:
-            result = daemon.request(layout, {"op": "status", "services": names})
+            result = daemon.request(
+                layout, {"op": "status", "services": names}, on_notice=on_notice
+            )
         except daemon.DaemonGone:
             pass  # it exited just now; the state file has its last word
         else:
@@ -31,18 +44,28 @@ def run(
             return rows
     catalogue, graph = load()
     graph.check_known(names)
-    return offline(catalogue, layout, names)
+    return offline(catalogue, layout, names, on_notice)
 
 
-def offline(catalogue: Catalogue, layout: StateLayout, names: list[str]) -> list[dict[str, Any]]:
+def offline(
+    catalogue: Catalogue,
+    layout: StateLayout,
+    names: list[str],
+    on_notice: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
     """Status from state.json alone: every recorded leader checked by pid + create_time,
-    and what a dead leader's run left found by the run's identity."""
+    and what a dead leader's run left found by the run's identity.
+
+    A corrupt state file is set aside first (when no other svcorch holds the state dir),
+    so `status` and `down` carry on with what it still held and what is found again by
+    identity; ``on_notice`` hears of it.
+    """
     from svcorch import identity, process
     from svcorch.engine import HAS_PROCESS, State, status_of
     from svcorch.graph import ServiceGraph
     from svcorch.model import Kind
 
-    records = StateFile(layout.state_file).load() if layout.state_file.exists() else {}
+    records = load_recovering(layout, on_notice)
     now = time.time()
     processes = None  # one scan of /proc, made when a dead leader's run needs looking for
     rows = []
@@ -73,3 +96,37 @@ def offline(catalogue: Catalogue, layout: StateLayout, names: list[str]) -> list
             record.detail = (record.detail or "") + " (last known; run `svcorch check`)"
         rows.append(status_of(service, record, now, alive=alive).to_dict())
     return rows
+
+
+def load_recovering(
+    layout: StateLayout, on_notice: Callable[[str], None] | None = None
+) -> dict[str, ServiceRecord]:
+    """The state file's records; a corrupt file is set aside first, if nobody else owns
+    the state dir (only the lock's holder may move or write it).
+
+    When a daemon or a foreground up holds the lock, that one sets the file aside at its
+    next request, and this fails with one line saying so.
+    """
+    state_file = StateFile(layout.state_file)
+    try:
+        return state_file.load()
+    except StateCorrupt as exc:
+        corrupt = exc
+    lock = StateLock(layout.lock, blocking=False)
+    if not lock.try_acquire():
+        holder = lock.holder_pid()
+        raise StateError(
+            f"state file {layout.state_file} is corrupt: {corrupt.reason}; the svcorch that"
+            f" holds {layout.root} (pid {holder if holder is not None else '?'}) will set it"
+            " aside"
+        )
+    try:
+        # what the file lost is found again by the services' run identity
+        records, set_aside = state_file.load_or_set_aside(
+            refind=lambda: records_by_identity(layout.root)
+        )
+    finally:
+        lock.release()
+    if set_aside is not None and on_notice is not None:
+        on_notice(set_aside.message())
+    return records

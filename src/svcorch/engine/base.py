@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 from svcorch.catalogue import service_environment
 from svcorch.engine.events import EventBus
 from svcorch.engine.processes import ProcessControl
-from svcorch.engine.service import Runtime, StartFailure
+from svcorch.engine.service import LaunchSpec, Runtime, StartFailure
+from svcorch.fingerprint import definition, fingerprint
 from svcorch.graph import ServiceGraph
 from svcorch.model import Catalogue, Service
 from svcorch.probes.base import Probe, ProbeContext, ProbeOptions, ProbeResult
@@ -47,6 +48,7 @@ class EngineBase:
     processes: ProcessControl
     probe_factory: ProbeFactory
     environ: dict[str, str]
+    fingerprint_key: bytes
     _pool_loop: asyncio.AbstractEventLoop | None = None
 
     # -- what a service runs with ------------------------------------------------------------
@@ -67,12 +69,25 @@ class EngineBase:
         base = self.catalogue.base_dir
         return (base / service.cwd if service.cwd else base), self.environment(service)
 
+    def specify(self, service: Service) -> LaunchSpec:
+        """What an explicit start of ``service`` runs, from the deployment snapshot."""
+        defn = definition(self.catalogue, service)
+        cwd, env = self.placement(service)
+        return LaunchSpec(
+            argv=tuple(service.argv()),
+            cwd=cwd,
+            env=env,
+            definition=defn,
+            fingerprint=fingerprint(defn, self.fingerprint_key),
+        )
+
     def probe(self, runtime: Runtime, options: ProbeOptions) -> Probe:
         """A probe for this start of the service (a log probe reads from where it began)."""
+        spec = runtime.spec
         context = ProbeContext(
             service=runtime.name,
             base_dir=self.catalogue.base_dir,
-            env=self.environment(runtime.service),
+            env=spec.env if spec is not None else self.environment(runtime.service),
             log_path=self.layout.service_log(runtime.name),
             log_offset=runtime.log_offset,
         )
@@ -90,7 +105,9 @@ class EngineBase:
 
     # -- declared by the scheduler -----------------------------------------------------------
 
-    async def down(self, names: Iterable[str], *, timeout: float | None = None) -> Outcome:
+    async def down(
+        self, names: Iterable[str], *, timeout: float | None = None, reason: str = ""
+    ) -> Outcome:
         raise NotImplementedError
 
     def launch(self, runtime: Runtime) -> None:

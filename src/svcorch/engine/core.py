@@ -14,13 +14,14 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 
 from svcorch import identity, process
 from svcorch.engine.base import ProbeFactory
 from svcorch.engine.events import Event, EventBus
 from svcorch.engine.persist import StateWriter
 from svcorch.engine.processes import ProcessControl
-from svcorch.engine.scheduler import Scheduling
+from svcorch.engine.scheduler import Outcome, Scheduling
 from svcorch.engine.service import (
     HAS_PROCESS,
     IN_PROGRESS,
@@ -31,11 +32,19 @@ from svcorch.engine.service import (
 )
 from svcorch.engine.supervision import Supervision
 from svcorch.errors import ProcessError
+from svcorch.fingerprint import changes, definition, fingerprint
 from svcorch.graph import ServiceGraph
 from svcorch.model import Catalogue, Kind
 from svcorch.probes import registry
 from svcorch.probes.base import Probe, ProbeContext, ProbeOptions
-from svcorch.state import ServiceRecord, StateFile, StateLayout, rotate_if_needed
+from svcorch.redaction import Redactor
+from svcorch.state import (
+    ServiceRecord,
+    StateFile,
+    StateLayout,
+    fingerprint_key,
+    rotate_if_needed,
+)
 
 log = logging.getLogger("svcorch.engine")
 
@@ -45,7 +54,10 @@ ROTATE_EVERY = 2.0  # seconds between log size checks; housekeeping, not readine
 def _exited_unwatched(
     recorded: process.ProcessRecord, processes: Mapping[int, identity.Proc]
 ) -> str:
-    detail = "exited while no svcorch daemon was watching"
+    if recorded.has_leader:
+        detail = "exited while no svcorch daemon was watching"
+    else:
+        detail = "found again by its run identity; its leader is unknown"
     left = process.run_members(recorded, processes)
     if left:
         detail += f"; {len(left)} of its processes remain (down stops them)"
@@ -73,13 +85,14 @@ class Engine(Scheduling, Supervision):
     ) -> None:
         self.layout = layout
         self.probe_factory = probe_factory
+        self.fingerprint_key = fingerprint_key(layout)
         self.runtimes = {}
         self.state_writer = StateWriter(StateFile(layout.state_file), self.records)
         self.bus = EventBus(on_change=self.state_writer.schedule)
         self.processes = ProcessControl(
             layout,
             self.bus,
-            self.placement,
+            self.specify,
             die_with_parent=die_with_parent,
             # the mechanism is this svcorch's (the daemon's or foreground's) environment's
             cgroups=identity.cgroups_wanted(os.environ),
@@ -87,6 +100,7 @@ class Engine(Scheduling, Supervision):
         self._housekeeping: asyncio.Task[None] | None = None
         self._retiring: set[asyncio.Task[None]] = set()  # stopping services no longer listed
         self.environ = dict(os.environ if environ is None else environ)
+        self.redactor = Redactor()  # secrets: every detail passes through it (set by load)
         self.load(catalogue)  # sets catalogue and graph (built once, cycles checked once)
 
     # -- catalogue ---------------------------------------------------------------------------
@@ -97,6 +111,9 @@ class Engine(Scheduling, Supervision):
         self.graph = ServiceGraph.from_catalogue(catalogue)
         if environ is not None:
             self.environ = dict(environ)
+        # secrets: this load's, and the earlier ones' (a running service keeps its launch env)
+        self.redactor = Redactor.for_catalogue(catalogue, self.environ).joined(self.redactor)
+        self.bus.redact = self.redactor.text
         for name, service in catalogue.services.items():
             runtime = self.runtimes.get(name)
             if runtime is None:
@@ -127,7 +144,10 @@ class Engine(Scheduling, Supervision):
         return self.bus.subscribe(callback)
 
     def records(self) -> dict[str, ServiceRecord]:
-        return {name: runtime.to_record() for name, runtime in self.runtimes.items()}
+        records = {name: runtime.to_record() for name, runtime in self.runtimes.items()}
+        for record in records.values():  # secrets: state.json and status
+            record.detail = self.redactor.text(record.detail) if record.detail else None
+        return records
 
     async def flush(self) -> None:
         """Return once state.json holds every transition made so far."""
@@ -157,6 +177,7 @@ class Engine(Scheduling, Supervision):
             runtime.generation = saved.generation
             runtime.started_at = saved.started_at
             runtime.ready_at = saved.ready_at
+            runtime.fingerprint = saved.fingerprint
             recorded = saved.process()
             if recorded is None:
                 if saved.state == State.COMPLETED.value:
@@ -172,7 +193,10 @@ class Engine(Scheduling, Supervision):
                 adopted.append(name)
                 continue
             runtime.record = recorded  # what the run left, a down finds by its identity
-            if saved.state in {s.value for s in HAS_PROCESS | {State.BACKOFF}}:
+            # a run found again without its leader (its record was lost) counts as exited too
+            if not recorded.has_leader or saved.state in {
+                s.value for s in HAS_PROCESS | {State.BACKOFF}
+            }:
                 runtime.exited_at = saved.exited_at or time.time()
                 processes = identity.scan() if processes is None else processes
                 self.bus.set(runtime, State.EXITED, _exited_unwatched(recorded, processes))
@@ -213,6 +237,53 @@ class Engine(Scheduling, Supervision):
                 await self.start_failed(runtime, failure)
                 return
         await self.supervise(runtime)
+
+    # -- the deployment snapshot -------------------------------------------------------------
+
+    def drift(
+        self, catalogue: Catalogue, names: Iterable[str] | None = None
+    ) -> dict[str, list[str]]:
+        """Services whose running definition differs from ``catalogue``'s, with what changed.
+
+        Only services that run (or are being started) count: a stopped one simply starts
+        from the new definition. ``catalogue`` is resolved with the environment it was loaded
+        with (``up``: the caller's; ``status``: the snapshot's).
+        """
+        wanted = set(names) if names is not None else None
+        found: dict[str, list[str]] = {}
+        for name, runtime in self.runtimes.items():
+            service = catalogue.services.get(name)
+            if service is None or (wanted is not None and name not in wanted):
+                continue
+            if runtime.fingerprint is None or not (runtime.alive or runtime.busy()):
+                continue
+            new = definition(catalogue, service)
+            if fingerprint(new, self.fingerprint_key) == runtime.fingerprint:
+                continue
+            spec = runtime.spec
+            found[name] = (
+                changes(spec.definition, new)
+                if spec is not None
+                else ["definition changed (started by an earlier daemon: keys not known)"]
+            )
+        return found
+
+    async def recreate(
+        self, drift: Mapping[str, list[str]], *, timeout: float | None = None
+    ) -> Outcome:
+        """Stop the services of ``drift`` (top-down among them), each event saying why; the
+        caller's ``up`` then starts them from the new snapshot."""
+        outcome = Outcome(action="recreate", ok=True)
+        for name in self.graph.subgraph(drift).stop_order():
+            reason = "recreate: " + "; ".join(drift[name])
+            stopped = await self.down([name], timeout=timeout, reason=reason)
+            outcome = replace(
+                outcome,
+                ok=outcome.ok and stopped.ok,
+                done=outcome.done + stopped.done,
+                failed=outcome.failed + stopped.failed,
+            )
+        return outcome
 
     # -- status ------------------------------------------------------------------------------
 

@@ -47,6 +47,8 @@ class EventBus:
         self.subscribers: list[Callable[[Event], None]] = []
         self.changed = asyncio.Condition()
         self._on_change = on_change  # after every transition (the state file's writer)
+        # secrets: every detail passes through it before anyone sees it (the engine sets it)
+        self.redact: Callable[[str], str] = lambda text: text
         self._background: set[asyncio.Task[None]] = set()
 
     def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
@@ -56,6 +58,7 @@ class EventBus:
     def set(self, runtime: Runtime, new: State, detail: str = "") -> None:
         """Move ``runtime`` to ``new``: the one way a service changes state."""
         old = runtime.state
+        detail = self.redact(detail)  # secrets: events, log, status and state see this
         runtime.state = new
         runtime.detail = detail
         now = time.time()

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from svcorch import identity, process
 from svcorch.engine.events import EventBus
-from svcorch.engine.service import Runtime, StartFailure, State
+from svcorch.engine.service import LaunchSpec, Runtime, StartFailure, State
 from svcorch.errors import ProcessError, StaleRecord
 from svcorch.model import Service
 from svcorch.process import ProcessRecord
@@ -31,8 +31,8 @@ log = logging.getLogger("svcorch.engine")
 
 KILL_GRACE = 5.0  # how long SIGKILLed survivors get to vanish
 
-# where and with what environment a service's commands run: (cwd, env)
-Placement = Callable[[Service], tuple[Path, dict[str, str]]]
+# what an explicit start of a service runs, from the deployment snapshot
+Specify = Callable[[Service], LaunchSpec]
 
 
 class ProcessControl:
@@ -42,14 +42,14 @@ class ProcessControl:
         self,
         layout: StateLayout,
         bus: EventBus,
-        placement: Placement,
+        specify: Specify,
         *,
         die_with_parent: bool,
         cgroups: bool = True,
     ) -> None:
         self.layout = layout
         self.bus = bus
-        self.placement = placement
+        self.specify = specify
         self.die_with_parent = die_with_parent
         self.cgroups = cgroups  # False: the environment marker alone (SVCORCH_IDENTITY=environ)
         # runs of a service that no record names, found at adoption: stopped before it starts
@@ -88,8 +88,11 @@ class ProcessControl:
             runtime.log_offset = log_path.stat().st_size
         except FileNotFoundError:
             runtime.log_offset = 0
-        cwd, env = self.placement(service)
-        argv = service.argv()
+        if runtime.spec is None:
+            runtime.spec = self.specify(service)
+        spec = runtime.spec
+        runtime.fingerprint = spec.fingerprint
+        argv = list(spec.argv)
         header = (
             f"--- svcorch: {runtime.name} start #{runtime.generation} at "
             f"{time.strftime('%Y-%m-%d %H:%M:%S')}: {Path(argv[0]).name if argv else '?'} ---"
@@ -98,8 +101,8 @@ class ProcessControl:
         try:
             popen = process.spawn(
                 argv,
-                cwd=cwd,
-                env=env,
+                cwd=spec.cwd,
+                env=spec.env,
                 log_path=log_path,
                 header=header,
                 die_with_parent=self.die_with_parent,
@@ -288,13 +291,13 @@ class ProcessControl:
         command = spec.command
         assert command is not None
         argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
-        cwd, env = self.placement(runtime.service)
+        launch = runtime.spec if runtime.spec is not None else self.specify(runtime.service)
         log_path = self.layout.service_log(runtime.name)
         try:
             helper = process.spawn(
                 argv,
-                cwd=cwd,
-                env=env,
+                cwd=launch.cwd,
+                env=launch.env,
                 log_path=log_path,
                 header=f"--- svcorch: stop command for {runtime.name} ---",
                 service=f"{runtime.name} stop",

@@ -93,6 +93,7 @@ class Scheduling(EngineBase):
             if runtime.state in SETTLED_OK:
                 already.append(name)
             elif not runtime.busy():
+                runtime.spec = None  # an explicit start: what it runs comes from the snapshot
                 self.launch(runtime)
                 launched.append(name)
             # else: another up (or a restart) is bringing it up already; wait for it too
@@ -267,8 +268,11 @@ class Scheduling(EngineBase):
 
     # -- down --------------------------------------------------------------------------------
 
-    async def down(self, names: Iterable[str], *, timeout: float | None = None) -> Outcome:
-        """Stop ``names`` (already closed over their dependents), dependents first."""
+    async def down(
+        self, names: Iterable[str], *, timeout: float | None = None, reason: str = ""
+    ) -> Outcome:
+        """Stop ``names`` (already closed over their dependents), dependents first;
+        ``reason`` is the detail of their ``stopping`` events."""
         started = time.monotonic()
         selected = [n for n in self.graph.subgraph(names).stop_order()]
         tasks: dict[str, asyncio.Future[bool]] = {}
@@ -278,7 +282,7 @@ class Scheduling(EngineBase):
             waits = [tasks[d] for d in self.graph.dependents(name) if d in tasks]
             if waits:
                 await asyncio.wait(waits)
-            return await self._stop(self.runtimes[name], timeout)
+            return await self._stop(self.runtimes[name], timeout, reason)
 
         for name in selected:  # dependents come first, so their futures exist already
             tasks[name] = loop.create_task(stop_after_dependents(name))
@@ -352,7 +356,7 @@ class Scheduling(EngineBase):
                 counts[run.service] = counts.get(run.service, 0) + result
         return {**counts, **errors}
 
-    async def _stop(self, runtime: Runtime, timeout: float | None) -> bool:
+    async def _stop(self, runtime: Runtime, timeout: float | None, reason: str = "") -> bool:
         """Stop one service; False when there was nothing to stop."""
         task = runtime.task
         if task is not None and not task.done() and task is not asyncio.current_task():
@@ -374,7 +378,7 @@ class Scheduling(EngineBase):
                 keep = runtime.detail if runtime.state in SETTLED_BAD else ""
                 self.bus.set(runtime, State.STOPPED, keep)
             return False  # nothing was running
-        await self.processes.stop(runtime, reason="", timeout=timeout)
+        await self.processes.stop(runtime, reason=reason, timeout=timeout)
         self.bus.set(runtime, State.STOPPED, runtime.detail)
         return True
 

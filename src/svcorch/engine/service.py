@@ -13,7 +13,9 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 
+from svcorch.fingerprint import Definition
 from svcorch.model import Condition, Kind, Service
 from svcorch.process import ProcessRecord
 from svcorch.state import ServiceRecord
@@ -46,6 +48,18 @@ IN_PROGRESS = frozenset(
 HAS_PROCESS = frozenset({State.STARTING, State.READY, State.UNREADY, State.RUNNING, State.STOPPING})
 
 
+@dataclass(frozen=True)
+class LaunchSpec:
+    """What one start of a service runs, resolved from the deployment snapshot when it was
+    explicitly started (``up``, ``restart``); automatic restarts reuse it as it is."""
+
+    argv: tuple[str, ...]
+    cwd: Path
+    env: dict[str, str]
+    definition: Definition
+    fingerprint: str
+
+
 @dataclass
 class Runtime:
     """The engine's view of one service. Touched only on the loop."""
@@ -69,6 +83,8 @@ class Runtime:
     log_offset: int = 0
     liveness_failed: bool = False
     paused_by: str | None = None  # stopped while this dependency restarts; resumed after it
+    spec: LaunchSpec | None = None  # what it runs; None: resolved afresh at the next spawn
+    fingerprint: str | None = None  # of what runs now (kept in state.json for adoption)
 
     @property
     def alive(self) -> bool:
@@ -87,12 +103,13 @@ class Runtime:
     def to_record(self) -> ServiceRecord:
         """What state.json keeps of it."""
         record = self.record
+        leader = record if record is not None and record.has_leader else None
         return ServiceRecord(
             name=self.name,
             state=self.state.value,
-            pid=record.pid if record else None,
-            pgid=record.pgid if record else None,
-            create_time=record.create_time if record else None,
+            pid=leader.pid if leader else None,
+            pgid=leader.pgid if leader else None,
+            create_time=leader.create_time if leader else None,
             started_at=self.started_at,
             ready_at=self.ready_at,
             exited_at=self.exited_at,
@@ -100,6 +117,7 @@ class Runtime:
             restarts=self.restarts,
             detail=self.detail or None,
             generation=self.generation,
+            fingerprint=self.fingerprint,
             run=record.run if record else None,
             cgroup=record.cgroup if record else None,
         )
