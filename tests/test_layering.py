@@ -98,6 +98,7 @@ def test_errors_imports_nothing_of_svcorch() -> None:
                 "svcorch.journal",
                 "svcorch.preflight",
                 "svcorch.project",
+                "svcorch.identity",
             )
         )
     ),

@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from svcorch import process
+from svcorch import identity, process
 from svcorch.errors import PortInUse, ProcessError, StaleRecord
 from svcorch.process import ProcessRecord, StopOutcome
 from tests.support import free_port, port_open, wait_until
@@ -36,17 +36,22 @@ def started(tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
     for popen in popens:
         if popen.poll() is None:
             record = ProcessRecord(popen.pid, popen.pid, psutil.Process(popen.pid).create_time())
-            process.stop_group(record, sig=signal.SIGKILL, timeout=5, reap=popen.poll)
+            process.stop_run(record, sig=signal.SIGKILL, timeout=5, reap=popen.poll)
 
 
 def start(
-    popens: list[subprocess.Popen[bytes]], tmp_path: Path, name: str, *args: object
+    popens: list[subprocess.Popen[bytes]],
+    tmp_path: Path,
+    name: str,
+    *args: object,
+    run: identity.Run | None = None,
 ) -> subprocess.Popen[bytes]:
     popen = process.spawn(
         python_service(name, *args),
         cwd=tmp_path,
         env=service_env(),
         log_path=tmp_path / "logs" / f"{name}.log",
+        run=run,
     )
     popens.append(popen)
     return popen
@@ -146,7 +151,7 @@ def test_stop_group_stops_a_clean_service_with_sigterm(
     assert record == ProcessRecord(popen.pid, popen.pid, record.create_time)
     assert process.group_alive(record.pgid)
 
-    outcome = process.stop_group(record, timeout=5, reap=popen.poll)
+    outcome = process.stop_run(record, timeout=5, reap=popen.poll)
 
     assert outcome.signalled
     assert not outcome.escalated
@@ -156,7 +161,7 @@ def test_stop_group_stops_a_clean_service_with_sigterm(
     assert not process.group_alive(record.pgid)
     assert not port_open(port)
     # stopping again finds nothing to signal
-    assert process.stop_group(record, timeout=1) == StopOutcome(False, False, 0.0)
+    assert process.stop_run(record, timeout=1) == StopOutcome(False, False, 0.0)
 
 
 def test_stop_group_escalates_to_sigkill_at_the_deadline(
@@ -168,11 +173,11 @@ def test_stop_group_escalates_to_sigkill_at_the_deadline(
     record = process.record_of(popen)
     warned: list[list[int]] = []
 
-    outcome = process.stop_group(
+    outcome = process.stop_run(
         record,
         timeout=0.3,
         reap=popen.poll,
-        on_escalate=lambda survivors: warned.append([p.pid for p in survivors]),
+        on_escalate=lambda survivors: warned.append(list(survivors)),
     )
 
     assert outcome.signalled
@@ -194,32 +199,37 @@ def test_stop_group_takes_the_grandchildren_with_it(
     assert isinstance(pids, list)
     assert len(pids) == 4
     record = process.record_of(popen)
-    assert sorted(p.pid for p in process.group_members(record)) == sorted(pids)
+    assert process.run_members(record) == sorted(pids)
 
-    outcome = process.stop_group(record, timeout=5, reap=popen.poll)
+    outcome = process.stop_run(record, timeout=5, reap=popen.poll)
 
     assert not outcome.escalated
     assert all(gone(pid) for pid in pids)
-    assert process.group_members(record) == []
+    assert process.run_members(record) == []
 
 
-def test_signal_group_reaches_grandchildren_that_outlived_the_leader(
+def test_signal_run_reaches_grandchildren_that_outlived_the_leader(
     tmp_path: Path, started: list[subprocess.Popen[bytes]]
 ) -> None:
     pidfile = tmp_path / "pids"
-    popen = start(started, tmp_path, "forker", "--children", 2, "--pidfile", pidfile)
+    run = identity.Run(identity.new_marker(tmp_path, "forker"))
+    popen = start(started, tmp_path, "forker", "--children", 2, "--pidfile", pidfile, run=run)
     wait_until(lambda: read_pids(pidfile), timeout=10, message="forker's pidfile")
     grandchildren = read_pids(pidfile)[1:]
-    record = process.record_of(popen)
+    record = process.record_of(popen, run)
     os.kill(popen.pid, signal.SIGKILL)  # the leader alone, as a crash would
     popen.wait(timeout=5)
     assert not any(gone(pid) for pid in grandchildren)
     assert not process.is_same_process(record)
+    # without the run's identity nothing proves the orphans ours: they are left alone
+    legacy = ProcessRecord(record.pid, record.pgid, record.create_time)
+    assert process.run_members(legacy) == []
+    assert not process.signal_run(legacy, signal.SIGTERM)
 
-    assert process.signal_group(record, signal.SIGTERM) is True
+    assert process.signal_run(record, signal.SIGTERM)
 
     wait_until(lambda: all(gone(pid) for pid in grandchildren), timeout=5, message="orphans")
-    assert process.signal_group(record, signal.SIGTERM) is False
+    assert not process.signal_run(record, signal.SIGTERM)
 
 
 # --- identity ------------------------------------------------------------------------------
@@ -241,15 +251,15 @@ def test_a_record_with_another_create_time_is_never_signalled(
     with pytest.raises(StaleRecord, match=rf"pid {popen.pid} now belongs to another process"):
         process.verify(reused)
     with pytest.raises(StaleRecord, match=str(popen.pid)):
-        process.signal_group(reused, signal.SIGTERM)
+        process.signal_run(reused, signal.SIGTERM)
     with pytest.raises(StaleRecord):
-        process.stop_group(reused, timeout=1, reap=popen.poll)
+        process.stop_run(reused, timeout=1, reap=popen.poll)
 
     assert popen.poll() is None  # no signal reached it
     assert process.is_same_process(record)
     # members older than the recorded leader cannot be in a group that leader started
     later = dataclasses.replace(record, create_time=record.create_time + 50)
-    assert process.group_members(later) == []
+    assert process.run_members(later) == []
 
 
 def test_an_exited_process_is_not_the_same_process(tmp_path: Path) -> None:
@@ -260,7 +270,7 @@ def test_an_exited_process_is_not_the_same_process(tmp_path: Path) -> None:
     wait_until(lambda: gone(popen.pid), timeout=10, message="exit")
     assert not process.is_same_process(record)  # a zombie, not yet reaped
     assert process.group_alive(record.pgid)  # the zombie leader keeps its group
-    assert process.group_members(record) == []
+    assert process.run_members(record) == []
     with pytest.raises(StaleRecord, match="is no longer running"):
         process.verify(record)
     assert popen.wait(timeout=5) == 0
@@ -270,11 +280,11 @@ def test_an_exited_process_is_not_the_same_process(tmp_path: Path) -> None:
 def test_never_signals_init_or_our_own_group() -> None:
     # signal 0 only checks, so even a broken guard could not hurt the test run
     with pytest.raises(ProcessError, match="refusing"):
-        process.signal_group(ProcessRecord(1, 1, 0.0), 0)
+        process.signal_run(ProcessRecord(1, 1, 0.0), 0)
     own = os.getpgrp()
     with pytest.raises(ProcessError, match="refusing"):
         # the guard looks at the group alone: our group's leader may be gone (CI's shell)
-        process.signal_group(ProcessRecord(own, own, 0.0), 0)
+        process.signal_run(ProcessRecord(own, own, 0.0), 0)
     assert not process.group_alive(0)
     assert not process.group_alive(1)
 
@@ -356,7 +366,7 @@ def test_check_ports_free_names_the_holder(
     # the probe's connection leaves the server side in TIME_WAIT once the service closes it
     with socket.create_connection(("127.0.0.1", port)) as client:
         client.recv(1)
-    process.stop_group(process.record_of(popen), timeout=5, reap=popen.poll)
+    process.stop_run(process.record_of(popen), timeout=5, reap=popen.poll)
     assert process.port_holders(port) == []
     assert any(
         c.laddr and c.laddr.port == port and c.status == psutil.CONN_TIME_WAIT
@@ -384,7 +394,7 @@ INTERMEDIATE = textwrap.dedent(
     """
     import os, sys, time
     from pathlib import Path
-    from svcorch import process
+    from svcorch import identity, process
     child = process.spawn(
         sys.argv[3:], cwd=Path.cwd(), env=dict(os.environ),
         log_path=Path(sys.argv[1]), die_with_parent=sys.argv[2] == "yes",
@@ -420,5 +430,5 @@ def test_die_with_parent_ends_the_child_when_its_parent_is_killed(
     else:
         # the daemon's mode: services outlive it, to be adopted later
         assert process.is_same_process(record)
-        assert process.stop_group(record, timeout=5).signalled
+        assert process.stop_run(record, timeout=5).signalled
     assert gone(child)

@@ -101,8 +101,49 @@ def test_state_file_holds_no_environment_or_command_line(tmp_path: Path) -> None
     assert keys == {
         "name", "state", "pid", "pgid", "create_time", "started_at", "ready_at",
         "exited_at", "exit_code", "restarts", "restarts_total", "detail", "generation",
-        "fingerprint",
+        "fingerprint", "run", "cgroup",
     }  # fmt: skip
+
+
+RUN = "0123456789abcdef:web:fedcba9876543210"
+
+
+def test_a_run_identity_round_trips_and_old_files_without_one_still_load(tmp_path: Path) -> None:
+    state = StateFile(tmp_path / "state.json")
+    web = ServiceRecord(
+        name="web", state="ready", pid=7, pgid=7, create_time=1.5, run=RUN,
+        cgroup="/svcorch/0123456789abcdef/web.fedcba9876543210",
+    )  # fmt: skip
+    state.save({"web": web})
+    assert state.load()["web"] == web
+    assert state.load()["web"].identity == "cgroup"
+    recorded = state.load()["web"].process()
+    assert recorded is not None and recorded.run == RUN and recorded.cgroup == web.cgroup
+    # a file an older svcorch wrote: no run, no cgroup
+    old = {"name": "web", "state": "ready", "pid": 7, "pgid": 7, "create_time": 1.5}
+    (tmp_path / "state.json").write_text(json.dumps({"version": 1, "services": [old]}))
+    assert state.load()["web"].process() == ProcessRecord(7, 7, 1.5)
+    assert state.load()["web"].identity is None
+
+
+@pytest.mark.parametrize(
+    ("run", "cgroup"),
+    [
+        ("web", None),  # not a marker
+        (RUN, "/"),  # cgroup.kill on the root would end every process on the machine
+        (RUN, "/svcorch/0123456789abcdef/db.fedcba9876543210"),  # another run's
+        (None, "/svcorch/0123456789abcdef/web.fedcba9876543210"),
+        (7, None),
+    ],
+)
+def test_a_run_identity_that_does_not_hold_together_is_corruption(
+    tmp_path: Path, run: object, cgroup: object
+) -> None:
+    entry = {"name": "web", "state": "ready", "pid": 7, "pgid": 7, "create_time": 1.5}
+    entry.update(run=run, cgroup=cgroup)
+    (tmp_path / "state.json").write_text(json.dumps({"version": 1, "services": [entry]}))
+    with pytest.raises(StateError, match="is corrupt"):
+        StateFile(tmp_path / "state.json").load()
 
 
 def test_a_failed_save_keeps_the_old_file_and_leaves_no_temp_file(
@@ -130,7 +171,7 @@ def test_state_file_ignores_keys_from_a_newer_svcorch(tmp_path: Path) -> None:
             {
                 "version": 2,
                 "written_by": "svcorch 9",
-                "services": [{"name": "web", "state": "ready", "pid": 7, "cgroup": "/x"}],
+                "services": [{"name": "web", "state": "ready", "pid": 7, "slice": "/x"}],
             }
         )
     )
@@ -461,8 +502,27 @@ def test_a_refind_hook_adds_what_it_finds(tmp_path: Path) -> None:
     records, set_aside = StateFile(path).load_or_set_aside(refind=lambda: {"web": found})
     assert records == {"web": found}
     assert set_aside is not None
-    assert set_aside.recovered == ("web",)
+    assert set_aside.recovered == () and set_aside.found == ("web",)
+    assert "found web running by their run identity (down stops them" in set_aside.message()
     assert StateFile(path).load() == {"web": found}
+
+
+def test_an_intact_record_wins_over_what_refind_finds_of_the_same_service(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.json"
+    state = StateFile(path)
+    state.save(sample_records())
+    path.write_text(path.read_text()[:-40])  # cut inside the last record (migrate)
+    salvaged = sample_records()["redis"]
+    found = {
+        name: ServiceRecord(name=name, state="exited", run=f"0123456789abcdef:{name}:{RUN[-16:]}")
+        for name in ("redis", "migrate")
+    }
+    records, set_aside = state.load_or_set_aside(refind=lambda: found)
+    assert records == {"redis": salvaged, "migrate": found["migrate"]}
+    assert set_aside is not None
+    assert set_aside.recovered == ("redis",) and set_aside.found == ("migrate",)
 
 
 def test_a_sound_file_is_left_alone(tmp_path: Path) -> None:

@@ -372,9 +372,13 @@ def down(
             else:
                 console().print(render.plan_text(stop_plan), end="")
             return
+        from svcorch import identity
         from svcorch.commands import status
 
-        if not any(row["pid"] for row in status.offline(catalogue, layout, [], notice)):
+        rows = status.offline(catalogue, layout, [], notice)
+        # a leader alive, or anything that carries a run identity of this state dir (what a
+        # dead leader's run left, a run no record names): a new daemon adopts and stops it
+        if not any(row["pid"] for row in rows) and not identity.find_runs(layout.root):
             _finish({"action": "down", "ok": True, "done": [], "already": []}, json_output)
             return
         # services a killed daemon left: a new daemon adopts them, then stops them

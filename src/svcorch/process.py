@@ -1,9 +1,12 @@
-"""Service processes: spawn in a new session, signal the group, stop by deadline, reap.
+"""Service processes: spawn in a new session, signal the run, stop by deadline, reap.
 
-Every service runs as the leader of its own session and process group, so one ``killpg``
-reaches the workers and helpers it forks. A recorded process is identified by
-``(pid, pgid, create_time)``; nothing is signalled until that identity is checked, because a
-pid from an old state file may by now belong to somebody else.
+Every service runs as the leader of its own session and process group, and every start is a
+*run* with an identity its descendants inherit (:mod:`svcorch.identity`: an environment
+marker, and a cgroup where the host allows it). A stop reaches the run's processes, the
+ones that called ``setsid()`` too, and only them: each is proven the run's (the recorded
+leader by pid and create time, the others by marker, cgroup or descent from a proven one)
+before it is signalled, because a pid or group number from an old state file may by now
+belong to somebody else.
 
 stdlib + psutil only. Nothing here prints; failures raise :mod:`svcorch.errors` types.
 """
@@ -26,6 +29,7 @@ from pathlib import Path
 
 import psutil
 
+from svcorch import identity
 from svcorch.errors import PortInUse, ProcessError, StaleRecord
 
 # psutil derives create_time from clock ticks (1/100 s on Linux) plus the boot time, so two
@@ -42,14 +46,43 @@ _TCP_LISTEN = "0A"  # a socket's state in /proc/net/tcp, from include/net/tcp_st
 
 @dataclass(frozen=True)
 class ProcessRecord:
-    """Who a service process is: enough to find it again, and to refuse a reused pid."""
+    """Who a service process is: enough to find it again, and to refuse a reused pid.
+
+    ``run`` and ``cgroup`` are the run's identity (:mod:`svcorch.identity`): what proves a
+    process other than the leader to be this run's. A record without them (written by an
+    older svcorch) proves the leader alone, and its group while the leader lives. ``pid`` 0
+    is a run known by its identity alone (found in /proc, no leader recorded).
+    """
 
     pid: int
     pgid: int
     create_time: float
+    run: str | None = None
+    cgroup: str | None = None
 
-    def to_dict(self) -> dict[str, int | float]:
-        return {"pid": self.pid, "pgid": self.pgid, "create_time": self.create_time}
+    @classmethod
+    def of_run(cls, run: identity.Run) -> ProcessRecord:
+        """A run found by its identity, its leader unknown (or gone)."""
+        return cls(pid=0, pgid=0, create_time=0.0, run=run.marker, cgroup=run.cgroup)
+
+    @property
+    def has_leader(self) -> bool:
+        return self.pid != 0
+
+    @property
+    def mechanism(self) -> identity.Mechanism | None:
+        if self.run is None:
+            return None
+        return identity.Mechanism.CGROUP if self.cgroup else identity.Mechanism.ENVIRON
+
+    def to_dict(self) -> dict[str, int | float | str | None]:
+        return {
+            "pid": self.pid,
+            "pgid": self.pgid,
+            "create_time": self.create_time,
+            "run": self.run,
+            "cgroup": self.cgroup,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> ProcessRecord:
@@ -62,7 +95,8 @@ class ProcessRecord:
             raise ValueError(f"process record needs an integer pgid, got {dict(data)!r}")
         if not isinstance(create_time, int | float) or isinstance(create_time, bool):
             raise ValueError(f"process record needs a numeric create_time, got {dict(data)!r}")
-        return cls(pid=pid, pgid=pgid, create_time=float(create_time))
+        run, cgroup = identity.check_run(data.get("run"), data.get("cgroup"))
+        return cls(pid=pid, pgid=pgid, create_time=float(create_time), run=run, cgroup=cgroup)
 
 
 @dataclass(frozen=True)
@@ -87,6 +121,7 @@ def spawn(
     header: str | None = None,
     die_with_parent: bool = False,
     service: str | None = None,
+    run: identity.Run | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start ``argv`` as the leader of a new session with its output appended to ``log_path``.
 
@@ -94,6 +129,10 @@ def spawn(
     truncation (see :func:`svcorch.state.rotate_if_needed`) never leaves a hole in the log.
     ``header`` is written as a line before the child starts. ``service`` names the service in
     error messages (default: the executable).
+
+    ``run`` is the identity the child and all its descendants carry: its marker goes into the
+    environment, and with a cgroup the child moves itself into it before it execs, so not
+    even its first fork is outside. Whether the move worked, :func:`record_of` tells.
 
     ``die_with_parent`` asks the kernel to send SIGTERM to the child when its parent dies,
     which is what the foreground mode wants when it is killed -9. The daemon must not use it:
@@ -106,25 +145,33 @@ def spawn(
         raise ProcessError(f"cannot start {label!r}: the command is empty")
     if not cwd.is_dir():
         raise ProcessError(f"cannot start {label!r}: working directory {cwd} does not exist")
-    preexec = _die_with_parent_hook(label) if die_with_parent else None
+    child_env = dict(env)
+    if run is not None:
+        child_env[identity.MARKER_VARIABLE] = run.marker
+    procs_fd = None
+    if run is not None and run.cgroup is not None:
+        procs_fd = identity.open_cgroup_procs(run.cgroup)
+    preexec = _child_hook(label, die_with_parent, procs_fd)
     log_fd = _open_log(label, log_path, header)
     try:
         return subprocess.Popen(
             list(argv),
             cwd=cwd,
-            env=dict(env),
+            env=child_env,
             stdin=subprocess.DEVNULL,
             stdout=log_fd,
             stderr=log_fd,
             start_new_session=True,
             close_fds=True,
-            preexec_fn=preexec,  # noqa: PLW1509 - only prctl; documented thread caveat above
+            preexec_fn=preexec,  # noqa: PLW1509 - prctl and one write; thread caveat above
         )
     except (OSError, subprocess.SubprocessError) as exc:
         raise ProcessError(f"cannot start {label!r}: {exc}") from exc
     finally:
         # the child holds its own copy; ours would only keep the file open
         os.close(log_fd)
+        if procs_fd is not None:
+            os.close(procs_fd)
 
 
 def _open_log(label: str, log_path: Path, header: str | None) -> int:
@@ -156,6 +203,29 @@ def _prctl() -> Callable[..., int]:
     return call
 
 
+def _child_hook(
+    label: str, die_with_parent: bool, procs_fd: int | None
+) -> Callable[[], None] | None:
+    """What the child does between fork and exec: enter its cgroup, ask for PDEATHSIG.
+
+    Everything is resolved here, in the parent: the hook runs where loading a library or
+    importing could deadlock on a lock some other thread held at fork time.
+    """
+    parent_death = _die_with_parent_hook(label) if die_with_parent else None
+    if procs_fd is None:
+        return parent_death
+
+    def hook() -> None:
+        # "0" moves the writer itself; a refusal leaves the child where it was, marked by
+        # its environment still, and record_of finds it outside the cgroup
+        with contextlib.suppress(OSError):
+            os.write(procs_fd, b"0")
+        if parent_death is not None:
+            parent_death()
+
+    return hook
+
+
 def _die_with_parent_hook(label: str) -> Callable[[], None]:
     # Resolve prctl here, in the parent: the hook runs between fork and exec, where loading a
     # library or importing could deadlock on a lock some other thread held at fork time.
@@ -176,15 +246,24 @@ def _die_with_parent_hook(label: str) -> Callable[[], None]:
     return hook
 
 
-def record_of(process: subprocess.Popen[bytes] | int) -> ProcessRecord:
-    """The identity of a running (or exited, not yet reaped) process."""
+def record_of(
+    process: subprocess.Popen[bytes] | int, run: identity.Run | None = None
+) -> ProcessRecord:
+    """The identity of a running (or exited, not yet reaped) process started as ``run``.
+
+    The record names ``run``'s cgroup only if the process is in it: a host may let svcorch
+    create a cgroup and still refuse the move.
+    """
     pid = process if isinstance(process, int) else process.pid
     try:
         create_time = psutil.Process(pid).create_time()
         pgid = os.getpgid(pid)
     except (psutil.NoSuchProcess, ProcessLookupError) as exc:
         raise ProcessError(f"process {pid} is gone before it could be recorded") from exc
-    return ProcessRecord(pid=pid, pgid=pgid, create_time=create_time)
+    if run is None:
+        return ProcessRecord(pid=pid, pgid=pgid, create_time=create_time)
+    cgroup = run.cgroup if run.cgroup and identity.in_cgroup(pid, run.cgroup) else None
+    return ProcessRecord(pid, pgid, create_time, run=run.marker, cgroup=cgroup)
 
 
 # --- identity ------------------------------------------------------------------------------
@@ -197,6 +276,8 @@ class _Leader(Enum):
 
 
 def _leader(record: ProcessRecord) -> _Leader:
+    if not record.has_leader:
+        return _Leader.EXITED
     try:
         proc = psutil.Process(record.pid)
         create_time = proc.create_time()
@@ -229,7 +310,7 @@ def group_alive(pgid: int) -> bool:
     """True while any process, zombies included, is in process group ``pgid``.
 
     A leader that exited but was not reaped yet keeps its group "alive": reap your own child
-    first, or use :func:`group_members`, which skips zombies.
+    first, or use :func:`run_members`, which skips zombies.
     """
     if pgid <= 1:
         return False
@@ -242,36 +323,61 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
-def group_members(record: ProcessRecord) -> list[psutil.Process]:
-    """Live (non-zombie) processes in ``record.pgid`` that can be ours.
+def _proven(
+    record: ProcessRecord, processes: Mapping[int, identity.Proc]
+) -> dict[int, identity.Proc]:
+    """The live processes ``record``'s run can prove its own, and only those:
 
-    A process created before the recorded leader cannot belong to a group the leader started,
-    so those are skipped. While any process of our group lives, the kernel does not hand out
-    the group's number again; the remaining risk is a new group that reused the number after
-    ours was entirely gone, which callers meet only with a stale record.
+    - the leader, while its pid and create time are the recorded ones;
+    - its process group, while that leader lives (the kernel does not hand out the number
+      of a group that still has a member), started no earlier than the leader;
+    - every process carrying the run's marker, and every process in the run's cgroup;
+    - every descendant of those, by parent pid (a worker that cleared its environment, or
+      a title-setting one that overwrote it, is still the child of a proven process).
+
+    A process that merely has the recorded pid or process group number is not among them.
     """
-    if record.pgid <= 1:
-        return []
-    members = []
-    for pid in psutil.pids():
-        try:
-            if os.getpgid(pid) != record.pgid:
-                continue
-            proc = psutil.Process(pid)
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                continue
-            if proc.create_time() < record.create_time - CREATE_TIME_TOLERANCE:
-                continue
-        except (ProcessLookupError, psutil.NoSuchProcess):
-            continue
-        members.append(proc)
-    return members
+    roots: set[int] = set()
+    if _leader(record) is _Leader.ALIVE and record.pid in processes:
+        since = processes[record.pid].start
+        roots.add(record.pid)
+        roots.update(
+            p.pid for p in processes.values() if p.pgid == record.pgid and p.start >= since
+        )
+    if record.run is not None:
+        roots.update(p.pid for p in processes.values() if p.marker == record.run)
+    if record.cgroup is not None:
+        roots.update(pid for pid in identity.cgroup_pids(record.cgroup) if pid in processes)
+    found = identity.descendants(roots, processes) - {1, os.getpid()}
+    return {pid: processes[pid] for pid in sorted(found)}
+
+
+def run_members(
+    record: ProcessRecord, processes: Mapping[int, identity.Proc] | None = None
+) -> list[int]:
+    """The pids of the live processes of ``record``'s run (see :func:`_proven`), from
+    ``processes`` (one :func:`identity.scan` shared by many records) or a scan of its own."""
+    return list(_proven(record, identity.scan() if processes is None else processes))
+
+
+def run_alive(record: ProcessRecord) -> bool:
+    """Anything of the run is alive. Cheap while the leader lives or its cgroup is not empty;
+    otherwise one scan of /proc, for marked processes that left (or never had) the cgroup."""
+    if _leader(record) is _Leader.ALIVE:
+        return True
+    if record.cgroup is not None and identity.cgroup_pids(record.cgroup):
+        return True
+    if record.run is None:
+        return False  # nothing left to prove anything by
+    return bool(_proven(record, identity.scan()))
 
 
 # --- signalling and stopping ---------------------------------------------------------------
 
 
 def _check_signallable(record: ProcessRecord) -> None:
+    if not record.has_leader:
+        return  # a run found by its identity: each member is checked on its own
     # kill(-1) and killpg(0/1) reach far more than one service; our own group would be us
     if record.pid <= 1 or record.pgid <= 1:
         raise ProcessError(f"refusing to signal pid {record.pid} / group {record.pgid}")
@@ -279,82 +385,139 @@ def _check_signallable(record: ProcessRecord) -> None:
         raise ProcessError(f"refusing to signal group {record.pgid}: it is svcorch's own")
 
 
-def signal_group(record: ProcessRecord, sig: int) -> bool:
-    """Send ``sig`` to the service's process group once its identity is confirmed.
-
-    Raises :class:`StaleRecord` when the leader's pid now belongs to another process. When the
-    leader has exited but members of the group remain (grandchildren, workers), the group is
-    still signalled. Returns False when nothing of ours was left to signal.
-    """
-    _check_signallable(record)
-    leader = _leader(record)
-    if leader is _Leader.FOREIGN:
-        raise StaleRecord(
-            f"pid {record.pid} now belongs to another process (pid reused); not signalling it"
-        )
-    if leader is _Leader.EXITED and not group_members(record):
-        return False
+def _send(proc: identity.Proc, sig: int) -> bool:
+    """Signal one proven process, through a pidfd so the pid cannot change hands between the
+    check and the signal; False when it is gone (or is somebody else by now)."""
+    pidfd_open: Callable[[int], int] | None = getattr(os, "pidfd_open", None)
     try:
-        # killpg, not kill: a master's workers would outlive it
-        os.killpg(record.pgid, sig)
+        fd = pidfd_open(proc.pid) if pidfd_open is not None else None
+    except ProcessLookupError:
+        return False
+    except OSError:
+        fd = None  # no pidfds (an old kernel): the re-check below narrows the window
+    try:
+        # with the pidfd held, the process it names cannot be replaced; is it the one seen?
+        if identity.start_ticks(proc.pid) != proc.start:
+            return False
+        if proc.marker is not None and identity.marker_of(proc.pid) != proc.marker:
+            return False
+        if fd is not None:
+            signal.pidfd_send_signal(fd, sig)
+        else:
+            os.kill(proc.pid, sig)
     except ProcessLookupError:
         return False
     except PermissionError as exc:
-        raise ProcessError(f"cannot signal process group {record.pgid}: {exc}") from exc
+        raise ProcessError(f"cannot signal pid {proc.pid}: {exc}") from exc
+    finally:
+        if fd is not None:
+            os.close(fd)
     return True
 
 
-def stop_group(
+def signal_run(
+    record: ProcessRecord, sig: int, *, also: Iterable[identity.Proc] = ()
+) -> list[identity.Proc]:
+    """Send ``sig`` to every process of the run, and to nothing else; the ones it reached.
+
+    Members are what :func:`_proven` proves: with the leader dead, its workers and
+    grandchildren (``setsid()`` ones included) still get it by their marker or cgroup; a
+    process that reused the leader's pid or group number never does. ``also``: processes an
+    earlier signal reached, which get this one too while they are the same processes (a
+    legacy record's group is not provable once its leader died). SIGKILL empties the run's
+    cgroup at once with ``cgroup.kill``. Raises :class:`StaleRecord` when the leader's pid
+    belongs to another process and nothing of the run is left; returns [] when nothing of
+    ours was left to signal.
+    """
+    _check_signallable(record)
+    members = _proven(record, identity.scan())
+    for proc in also:
+        members.setdefault(proc.pid, proc)
+    if not members:
+        if _leader(record) is _Leader.FOREIGN:
+            raise StaleRecord(
+                f"pid {record.pid} now belongs to another process (pid reused); not signalling it"
+            )
+        return []
+    if sig == signal.SIGKILL and record.cgroup is not None:
+        identity.kill_cgroup(record.cgroup)  # atomic against forks; the loop gets the rest
+    return [proc for proc in members.values() if _send(proc, sig)]
+
+
+def run_gone(record: ProcessRecord, signalled: Iterable[identity.Proc] = ()) -> bool:
+    """Nothing of the run is alive, nor any of the processes it ``signalled`` (a group
+    member of a legacy record is not provable once its leader died, but was signalled)."""
+    if any(identity.start_ticks(proc.pid) == proc.start for proc in signalled):
+        return False
+    return not run_alive(record)
+
+
+def stop_run(
     record: ProcessRecord,
     *,
     sig: int = signal.SIGTERM,
     timeout: float,
     reap: Callable[[], object] | None = None,
-    on_escalate: Callable[[list[psutil.Process]], object] | None = None,
+    on_escalate: Callable[[list[int]], object] | None = None,
     kill_timeout: float = 5.0,
 ) -> StopOutcome:
-    """Stop the whole group: ``sig`` now, SIGKILL to whatever is left after ``timeout``.
+    """Stop the whole run: ``sig`` now, SIGKILL to whatever is left after ``timeout``.
 
-    Blocks until no member of the group remains. ``reap`` is called on every poll so the
+    Blocks until no process of the run remains. ``reap`` is called on every poll so the
     caller can ``waitpid`` its own child (the leader), otherwise it would linger as a zombie.
-    ``on_escalate`` hears about the survivors just before they get SIGKILL. Raises
-    :class:`StaleRecord` if the pid was reused, and :class:`ProcessError` if anything survives
-    SIGKILL for ``kill_timeout`` seconds (a process stuck in uninterruptible sleep).
+    ``on_escalate`` hears the survivors' pids just before they get SIGKILL. Raises
+    :class:`StaleRecord` if the pid was reused and nothing of the run is left, and
+    :class:`ProcessError` if anything survives SIGKILL for ``kill_timeout`` seconds (a
+    process stuck in uninterruptible sleep). The run's cgroup is removed once empty.
     """
     started = time.monotonic()
-    if not signal_group(record, sig):
+    signalled = signal_run(record, sig)
+    if not signalled:
         if reap is not None:
             reap()
+        release_run(record)
         return StopOutcome(signalled=False, escalated=False, elapsed=0.0)
-    if _wait_group_gone(record, started + timeout, reap):
+    if _wait_run_gone(record, signalled, started + timeout, reap):
+        release_run(record)
         return StopOutcome(signalled=True, escalated=False, elapsed=time.monotonic() - started)
-    survivors = group_members(record)
+    survivors = sorted(
+        {p.pid for p in signalled if identity.start_ticks(p.pid) == p.start}
+        | set(run_members(record))
+    )
     if survivors:
         if on_escalate is not None:
             on_escalate(survivors)
-        # StaleRecord here: the group vanished and its number was reused in between
         with contextlib.suppress(StaleRecord):
-            signal_group(record, signal.SIGKILL)
-    if not _wait_group_gone(record, time.monotonic() + kill_timeout, reap):
-        left = ", ".join(str(p.pid) for p in group_members(record))
-        raise ProcessError(f"process group {record.pgid} survived SIGKILL (pids {left})")
+            signal_run(record, signal.SIGKILL, also=signalled)
+    if not _wait_run_gone(record, signalled, time.monotonic() + kill_timeout, reap):
+        left = ", ".join(str(pid) for pid in run_members(record))
+        raise ProcessError(f"processes of pid {record.pid}'s run survived SIGKILL (pids {left})")
+    release_run(record)
     return StopOutcome(
         signalled=True,
         escalated=bool(survivors),
         elapsed=time.monotonic() - started,
-        killed=tuple(sorted(p.pid for p in survivors)),
+        killed=tuple(survivors),
     )
 
 
-def _wait_group_gone(
-    record: ProcessRecord, deadline: float, reap: Callable[[], object] | None
+def release_run(record: ProcessRecord) -> None:
+    """Remove the run's cgroup once nothing is in it (kept, to be swept later, otherwise)."""
+    if record.cgroup is not None:
+        identity.remove_cgroup(record.cgroup)
+
+
+def _wait_run_gone(
+    record: ProcessRecord,
+    signalled: list[identity.Proc],
+    deadline: float,
+    reap: Callable[[], object] | None,
 ) -> bool:
     delay = _POLL_FIRST
     while True:
         if reap is not None:
             reap()
-        # killpg(0) is one syscall; the /proc scan runs only while the group exists
-        if not group_alive(record.pgid) or not group_members(record):
+        if run_gone(record, signalled):
             return True
         remaining = deadline - time.monotonic()
         if remaining <= 0:

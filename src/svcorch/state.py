@@ -31,6 +31,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from svcorch.errors import OperationFailed
+from svcorch.identity import Mechanism, check_run
 
 if TYPE_CHECKING:
     from svcorch.process import ProcessRecord
@@ -160,6 +161,9 @@ _STR_LENGTHS = {
     "state": (1, 64),
     "detail": (0, 64 * 1024),
     "fingerprint": (0, 256),  # a keyed hash (svcorch.fingerprint)
+    # a run's identity (svcorch.identity); check_run says whether the two hold together
+    "run": (1, 512),
+    "cgroup": (1, 600),
 }
 
 
@@ -185,15 +189,35 @@ class ServiceRecord:
     generation: int = 0
     fingerprint: str | None = None  # of what runs (svcorch.fingerprint): a hash, no values
     restarts_total: int = 0  # over the state directory's life (status --json)
+    # the run's identity (svcorch.identity); absent from files an older svcorch wrote
+    run: str | None = None
+    cgroup: str | None = None
 
     def process(self) -> ProcessRecord | None:
-        """The recorded process identity, when there is one to find again."""
-        if self.pid is None or self.pgid is None or self.create_time is None:
-            return None
+        """The recorded process identity, when there is one to find again: the leader and
+        the run's identity, or the run's identity alone (a run found again without its
+        leader, see :func:`records_by_identity`)."""
         # imported here so reading the state file (status) never pays for psutil
         from svcorch.process import ProcessRecord
 
-        return ProcessRecord(pid=self.pid, pgid=self.pgid, create_time=self.create_time)
+        if self.pid is None or self.pgid is None or self.create_time is None:
+            if self.run is None:
+                return None
+            return ProcessRecord(pid=0, pgid=0, create_time=0.0, run=self.run, cgroup=self.cgroup)
+        return ProcessRecord(
+            pid=self.pid,
+            pgid=self.pgid,
+            create_time=self.create_time,
+            run=self.run,
+            cgroup=self.cgroup,
+        )
+
+    @property
+    def identity(self) -> str | None:
+        """How the last run's processes are known: ``cgroup``, ``environ``, or None."""
+        if self.run is None:
+            return None
+        return Mechanism.CGROUP.value if self.cgroup else Mechanism.ENVIRON.value
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -220,6 +244,8 @@ class ServiceRecord:
                 raise ValueError(f"service record field {key!r} has a bad value {_shown(value)}")
             if key in _FLOAT_FIELDS:
                 values[key] = float(value)  # type: ignore[arg-type]  # checked just above
+        # a cgroup path is used to kill: it must be the one the marker names
+        check_run(values.get("run"), values.get("cgroup"))
         return cls(**values)  # type: ignore[arg-type]  # each value's type checked above
 
 
@@ -322,11 +348,15 @@ class StateFile:
             corrupt = exc
         kept_as = self.set_aside(corrupt)
         records, named = salvage(corrupt.content)
-        if refind is not None:
-            records.update(refind())
+        kept = tuple(records)
+        # an intact record says more (the leader) than a run found by its identity alone
+        found = {
+            n: r for n, r in (refind() if refind is not None else {}).items() if n not in records
+        }
+        records.update(found)
         self.save(records)
         lost = tuple(sorted(named - set(records)))
-        return records, SetAside(self.path, kept_as, corrupt.reason, tuple(records), lost)
+        return records, SetAside(self.path, kept_as, corrupt.reason, kept, lost, tuple(found))
 
     def set_aside(self, corrupt: StateCorrupt) -> Path:
         """Rename the corrupt file to ``state.json.corrupt-<time>`` (never over another)."""
@@ -429,6 +459,29 @@ _RECORD_OPEN = b"    {"
 _RECORD_CLOSE = (b"    }", b"    },")
 
 
+def records_by_identity(state_dir: Path) -> dict[str, ServiceRecord]:
+    """The services of ``state_dir`` found running by their run identity alone, for a state
+    file whose records were lost: one record per service (with the run's marker and cgroup,
+    its leader unknown), so a daemon adopts what is left of it as exited and a down stops
+    it. Another run of the same service is one that no record names: the engine stops it
+    before that service starts again, or at a down."""
+    from svcorch.identity import find_runs  # one /proc scan, only when a file was lost
+
+    found: dict[str, ServiceRecord] = {}
+    for run in sorted(find_runs(state_dir), key=lambda run: run.marker):
+        found.setdefault(
+            run.service,
+            ServiceRecord(
+                name=run.service,
+                state="exited",
+                detail="found again by its run identity; its leader is unknown",
+                run=run.marker,
+                cgroup=run.cgroup,
+            ),
+        )
+    return found
+
+
 def salvage(content: bytes) -> tuple[dict[str, ServiceRecord], set[str]]:
     """Every intact, valid record of a corrupt state file's ``content``, and the name of
     every service it mentions (so what was lost can be named).
@@ -503,14 +556,21 @@ class SetAside:
     reason: str
     recovered: tuple[str, ...]  # services whose records carried on
     lost: tuple[str, ...] = ()  # services it mentioned whose records could not be used
+    found: tuple[str, ...] = ()  # services found running again by their run identity
 
     def message(self) -> str:
         """One line for the user: what happened, where the file went, what carries on."""
         head = f"state file {self.path} was corrupt ({self.reason}); kept it as {self.kept_as}"
         if self.recovered:
             head += f" and carried on with the records it still held ({', '.join(self.recovered)})"
-        else:
+        elif not self.found:
             head += " and started a new one"
+        if self.found:
+            head += (
+                f"; found {', '.join(self.found)} running by their run identity"
+                " (down stops them; up starts them anew)"
+            )
+            return head
         if self.lost:
             return (
                 f"{head}; lost the record of {', '.join(self.lost)}: if it still runs, svcorch"

@@ -36,7 +36,14 @@ from svcorch.eventlog import EventLog
 from svcorch.graph import ServiceGraph
 from svcorch.model import Catalogue
 from svcorch.redaction import NAME_KEYS, Redactor
-from svcorch.state import StateCorrupt, StateFile, StateLayout, StateLock, ensure_state_dir
+from svcorch.state import (
+    StateCorrupt,
+    StateFile,
+    StateLayout,
+    StateLock,
+    ensure_state_dir,
+    records_by_identity,
+)
 from svcorch.statedir import open_private, secure
 
 log = logging.getLogger("svcorch.daemon")
@@ -289,9 +296,11 @@ class Daemon:
         if self.engine is None:
             self.engine = Engine(catalogue, self.layout, environ=environ)
             self.engine.subscribe(self.events)  # before adoption: its events are events too
-            # a corrupt file is set aside and what it still held carried on; issue 8 point 1
-            # (finding services again by their identity) plugs in here as `refind=`
-            records, set_aside = StateFile(self.layout.state_file).load_or_set_aside()
+            # a corrupt file is set aside and what it still held carried on, with the
+            # services it lost found again by their run identity
+            records, set_aside = StateFile(self.layout.state_file).load_or_set_aside(
+                refind=lambda: records_by_identity(self.layout.root)
+            )
             if set_aside is not None:
                 self._tell(set_aside.message())
             adopted = self.engine.adopt(records)

@@ -17,7 +17,13 @@ from svcorch.engine import Engine, Event, Outcome
 from svcorch.errors import PreflightFailed, ProjectMismatch, UsageError
 from svcorch.model import Catalogue
 from svcorch.project import claim
-from svcorch.state import StateFile, StateLayout, StateLock, ensure_state_dir
+from svcorch.state import (
+    StateFile,
+    StateLayout,
+    StateLock,
+    ensure_state_dir,
+    records_by_identity,
+)
 
 
 @dataclass
@@ -67,8 +73,10 @@ async def _main(
     if problems:
         await engine.close()
         raise PreflightFailed(problems)
-    # we hold the lock: a corrupt file is ours to set aside (point 1 of issue 8: `refind=`)
-    records, set_aside = StateFile(layout.state_file).load_or_set_aside()
+    # we hold the lock: a corrupt file is ours to set aside, what it lost found by identity
+    records, set_aside = StateFile(layout.state_file).load_or_set_aside(
+        refind=lambda: records_by_identity(layout.root)
+    )
     if set_aside is not None:
         hooks.on_notice(set_aside.message())
     engine.adopt(records)

@@ -14,6 +14,7 @@ from svcorch.state import (
     StateFile,
     StateLayout,
     StateLock,
+    records_by_identity,
 )
 
 if TYPE_CHECKING:
@@ -54,18 +55,21 @@ def offline(
     names: list[str],
     on_notice: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Status from state.json alone: every recorded process checked by pid + create_time.
+    """Status from state.json alone: every recorded leader checked by pid + create_time,
+    and what a dead leader's run left found by the run's identity.
 
     A corrupt state file is set aside first (when no other svcorch holds the state dir),
-    so `status` and `down` carry on with what it still held; ``on_notice`` hears of it.
+    so `status` and `down` carry on with what it still held and what is found again by
+    identity; ``on_notice`` hears of it.
     """
-    from svcorch import process
+    from svcorch import identity, process
     from svcorch.engine import HAS_PROCESS, State, status_of
     from svcorch.graph import ServiceGraph
     from svcorch.model import Kind
 
     records = load_recovering(layout, on_notice)
     now = time.time()
+    processes = None  # one scan of /proc, made when a dead leader's run needs looking for
     rows = []
     # states only a daemon moves on from; without one, the service is not running
     running = {state.value for state in HAS_PROCESS | {State.BACKOFF}}
@@ -80,6 +84,16 @@ def offline(
             # it was running when the daemon was last heard of, and is not now
             record.state = State.EXITED.value
             record.detail = "exited while no svcorch daemon was watching"
+        left = []
+        if recorded is not None and not alive:
+            processes = identity.scan() if processes is None else processes
+            left = process.run_members(recorded, processes)
+        if left:
+            # its leader is gone, not what it forked: found by the run's marker or cgroup
+            record.detail = (
+                f"{record.detail + '; ' if record.detail else ''}"
+                f"{len(left)} of its processes remain (down stops them)"
+            )
         if service.kind is Kind.EXTERNAL and record.state == State.READY.value:
             record.detail = (record.detail or "") + " (last known; run `svcorch check`)"
         rows.append(status_of(service, record, now, alive=alive).to_dict())
@@ -109,8 +123,10 @@ def load_recovering(
             " aside"
         )
     try:
-        # issue 8 point 1 (services found again by their identity) plugs in as `refind=`
-        records, set_aside = state_file.load_or_set_aside()
+        # what the file lost is found again by the services' run identity
+        records, set_aside = state_file.load_or_set_aside(
+            refind=lambda: records_by_identity(layout.root)
+        )
     finally:
         lock.release()
     if set_aside is not None and on_notice is not None:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 
-from svcorch import process
+from svcorch import identity, process
 from svcorch.engine.base import ProbeFactory
 from svcorch.engine.events import Event, EventBus
 from svcorch.engine.persist import StateWriter
@@ -52,6 +52,19 @@ log = logging.getLogger("svcorch.engine")
 ROTATE_EVERY = 2.0  # seconds between log size checks; housekeeping, not readiness
 
 
+def _exited_unwatched(
+    recorded: process.ProcessRecord, processes: Mapping[int, identity.Proc]
+) -> str:
+    if recorded.has_leader:
+        detail = "exited while no svcorch daemon was watching"
+    else:
+        detail = "found again by its run identity; its leader is unknown"
+    left = process.run_members(recorded, processes)
+    if left:
+        detail += f"; {len(left)} of its processes remain (down stops them)"
+    return detail
+
+
 def registry_probe(options: ProbeOptions, context: ProbeContext) -> Probe:
     probe_type = registry.get(options.type)
     if probe_type is None:
@@ -81,7 +94,12 @@ class Engine(Scheduling, Supervision):
         self.holding = set()
         self.hold_tasks = set()
         self.processes = ProcessControl(
-            layout, self.bus, self.specify, die_with_parent=die_with_parent
+            layout,
+            self.bus,
+            self.specify,
+            die_with_parent=die_with_parent,
+            # the mechanism is this svcorch's (the daemon's or foreground's) environment's
+            cgroups=identity.cgroups_wanted(os.environ),
         )
         self._housekeeping: asyncio.Task[None] | None = None
         self._retiring: set[asyncio.Task[None]] = set()  # stopping services no longer listed
@@ -147,9 +165,15 @@ class Engine(Scheduling, Supervision):
     # -- adoption ----------------------------------------------------------------------------
 
     def adopt(self, records: Mapping[str, ServiceRecord]) -> list[str]:
-        """Take over services a previous daemon started that are still alive."""
+        """Take over services a previous daemon started that are still alive.
+
+        A service whose leader is gone (its pid free, or another process's by now) keeps its
+        record: what its run left is found by the run's identity, so a down still stops it,
+        and a process that merely reused the pid or group number is never touched.
+        """
         self.probe_pool()
         adopted = []
+        processes: dict[int, identity.Proc] | None = None  # one scan, if a leader is gone
         # in start order, so a dependency is ready again before what stands on it is judged
         for name in self.in_start_order(n for n in records if n in self.runtimes):
             saved = records[name]
@@ -173,12 +197,37 @@ class Engine(Scheduling, Supervision):
                     self.guarded(runtime, self._supervise_adopted(runtime, was_ready))
                 )
                 adopted.append(name)
-            elif saved.state in {s.value for s in HAS_PROCESS | {State.BACKOFF}}:
-                runtime.record = recorded  # group members may remain; down still stops them
+                continue
+            runtime.record = recorded  # what the run left, a down finds by its identity
+            # a run found again without its leader (its record was lost) counts as exited too
+            if not recorded.has_leader or saved.state in {
+                s.value for s in HAS_PROCESS | {State.BACKOFF}
+            }:
                 runtime.exited_at = saved.exited_at or time.time()
-                self.bus.set(runtime, State.EXITED, "exited while no svcorch daemon was watching")
+                processes = identity.scan() if processes is None else processes
+                self.bus.set(runtime, State.EXITED, _exited_unwatched(recorded, processes))
+        self._note_strays(records, processes)
         self.state_writer.schedule()
         return adopted
+
+    def _note_strays(
+        self, records: Mapping[str, ServiceRecord], processes: dict[int, identity.Proc] | None
+    ) -> None:
+        """Runs of this state dir that no record names (its file was lost or set aside, or a
+        daemon was killed between a spawn and the write that recorded it) are stopped before
+        their service starts again, or by a down."""
+        known = {saved.run for saved in records.values() if saved.run is not None}
+        found = identity.find_runs(self.layout.root, processes)
+        for run in found:
+            if run.marker not in known and run.service in self.runtimes:
+                self.processes.strays.setdefault(run.service, []).append(run)
+        for name, runs in self.processes.strays.items():
+            log.warning(
+                "%s: %d earlier run(s) that no record names are still running;"
+                " stopped before it starts, or by down",
+                name,
+                len(runs),
+            )
 
     async def _supervise_adopted(self, runtime: Runtime, was_ready: bool) -> None:
         if runtime.service.kind is Kind.ONESHOT:

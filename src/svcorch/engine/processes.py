@@ -1,8 +1,10 @@
 """A service's processes, as the engine sees them: spawn, watch the exit, stop by deadline.
 
-The exit of a child is learnt from a pidfd registered with the loop, not from a thread per
-child. A stop runs ``stop.command``, signals the group and sends SIGKILL to survivors at the
-one deadline; the pid and create_time are checked before every signal (``process``).
+Every spawn is a run with its own identity (``svcorch.identity``: a marker in the
+environment, and a cgroup where the host allows it). The exit of a child is learnt from a
+pidfd registered with the loop, not from a thread per child. A stop runs ``stop.command``,
+signals the run and sends SIGKILL to survivors at the one deadline; every process is proven
+the run's before it is signalled (``process``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from svcorch import process
+from svcorch import identity, process
 from svcorch.engine.events import EventBus
 from svcorch.engine.service import LaunchSpec, Runtime, StartFailure, State
 from svcorch.errors import ProcessError, StaleRecord
@@ -37,19 +39,44 @@ class ProcessControl:
     """Spawning and stopping the processes of services, on the engine's loop."""
 
     def __init__(
-        self, layout: StateLayout, bus: EventBus, specify: Specify, *, die_with_parent: bool
+        self,
+        layout: StateLayout,
+        bus: EventBus,
+        specify: Specify,
+        *,
+        die_with_parent: bool,
+        cgroups: bool = True,
     ) -> None:
         self.layout = layout
         self.bus = bus
         self.specify = specify
         self.die_with_parent = die_with_parent
+        self.cgroups = cgroups  # False: the environment marker alone (SVCORCH_IDENTITY=environ)
+        # runs of a service that no record names, found at adoption: stopped before it starts
+        self.strays: dict[str, list[identity.Run]] = {}
         self._background: set[asyncio.Task[None]] = set()
+
+    def new_run(self, service: str) -> identity.Run:
+        """A fresh identity for one start of ``service``: its marker, and a cgroup if we can."""
+        marker = identity.new_marker(self.layout.root, service)
+        cgroup = identity.create_cgroup(marker) if self.cgroups else None
+        if self.cgroups and cgroup is None:
+            self.cgroups = False  # the host said no once; it will say no again
+            log.info("no cgroup v2 to write to: runs are known by their environment marker")
+        return identity.Run(marker, cgroup)
 
     # -- spawning ----------------------------------------------------------------------------
 
     async def spawn(self, runtime: Runtime, state: State) -> StartFailure | None:
         """Spawn the service's process and enter ``state``; None, or why it could not."""
         service = runtime.service
+        if runtime.record is not None and not runtime.alive:
+            # what the last run left (a grandchild that called setsid) must not hold the port
+            # or answer the probe for the new one
+            await self.reap_group(runtime)
+        stop = service.stop
+        for stray in self.strays.pop(runtime.name, []):
+            await self.stop_stray(stray, stop.signal, stop.timeout.total_seconds())
         log_path = self.layout.service_log(runtime.name)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         # where this start's output begins, before anything can fail: a failure's log tail
@@ -72,6 +99,7 @@ class ProcessControl:
             f"--- svcorch: {runtime.name} start #{runtime.generation} at "
             f"{time.strftime('%Y-%m-%d %H:%M:%S')}: {Path(argv[0]).name if argv else '?'} ---"
         )
+        run = self.new_run(runtime.name)
         try:
             popen = process.spawn(
                 argv,
@@ -81,15 +109,22 @@ class ProcessControl:
                 header=header,
                 die_with_parent=self.die_with_parent,
                 service=runtime.name,
+                run=run,
             )
         except ProcessError as exc:
+            if run.cgroup is not None:
+                identity.remove_cgroup(run.cgroup)
             return StartFailure(str(exc), final=True)
         runtime.popen = popen
         try:
-            runtime.record = process.record_of(popen)
+            runtime.record = process.record_of(popen, run)
         except ProcessError:
-            # gone before its identity could be read: a record nobody matches is never signalled
-            runtime.record = ProcessRecord(pid=popen.pid, pgid=popen.pid, create_time=0.0)
+            # gone before its leader could be read: what it forked still carries the marker
+            runtime.record = ProcessRecord(
+                pid=popen.pid, pgid=popen.pid, create_time=0.0, run=run.marker, cgroup=run.cgroup
+            )
+        if run.cgroup is not None and runtime.record.cgroup is None:
+            identity.remove_cgroup(run.cgroup)  # the host refused the move: the marker it is
         runtime.exit_code = None
         runtime.exited_at = None
         runtime.exited = self.watch_exit(runtime.record, popen=popen)
@@ -141,12 +176,8 @@ class ProcessControl:
     # -- stopping ----------------------------------------------------------------------------
 
     def group_left(self, runtime: Runtime) -> bool:
-        record = runtime.record
-        return (
-            record is not None
-            and bool(process.group_alive(record.pgid))
-            and bool(process.group_members(record))
-        )
+        """Anything of the service's last run is alive (its leader or what it forked)."""
+        return runtime.record is not None and process.run_alive(runtime.record)
 
     def running(self, runtime: Runtime) -> bool:
         """Anything of this service's is still there to stop."""
@@ -160,7 +191,7 @@ class ProcessControl:
         timeout: float | None = None,
         level: int | None = None,
     ) -> None:
-        """stop.command, then the signal to the group, SIGKILL at the one deadline.
+        """stop.command, then the signal to the run, SIGKILL at the one deadline.
         ``level``: how loud the stop is in the log (a liveness restart is a warning)."""
         record = runtime.record
         assert record is not None
@@ -171,36 +202,56 @@ class ProcessControl:
         if spec.command is not None and runtime.alive:
             await self._run_stop_command(runtime, deadline)
         try:
-            sent = process.signal_group(record, spec.signal)
+            escalated = await self._terminate(record, spec.signal, deadline, runtime.exited)
         except StaleRecord as exc:
             runtime.detail = str(exc)
+            process.release_run(record)
             return
-        escalated = False
-        if sent and not await self._gone_by(runtime, deadline):
-            escalated = True
-            with contextlib.suppress(StaleRecord):
-                process.signal_group(record, signal.SIGKILL)
-            if not await self._gone_by(runtime, time.monotonic() + KILL_GRACE):
-                raise ProcessError(f"{runtime.name}: process group {record.pgid} survived SIGKILL")
         code = runtime.exited.result() if runtime.exited and runtime.exited.done() else None
         runtime.record_exit(code)
         runtime.detail = (
             f"killed after {limit:g}s (did not stop on {spec.signal.name})" if escalated else ""
         )
 
-    async def _gone_by(self, runtime: Runtime, deadline: float) -> bool:
-        """Wait for the leader's exit (an event), then for the rest of its group (polled)."""
-        record = runtime.record
-        assert record is not None
-        if runtime.exited is not None and not runtime.exited.done():
+    async def _terminate(
+        self,
+        record: ProcessRecord,
+        sig: int,
+        deadline: float,
+        exited: asyncio.Future[int | None] | None = None,
+    ) -> bool:
+        """``sig`` to the run, SIGKILL to what is left of it at ``deadline``; whether it took
+        SIGKILL. The run's cgroup is removed once empty. Raises :class:`StaleRecord` when the
+        leader's pid is another process's and nothing of the run is left."""
+        signalled = process.signal_run(record, sig)
+        escalated = False
+        if signalled and not await self._gone_by(record, signalled, deadline, exited):
+            escalated = True
+            with contextlib.suppress(StaleRecord):
+                process.signal_run(record, signal.SIGKILL, also=signalled)
+            if not await self._gone_by(record, signalled, time.monotonic() + KILL_GRACE, exited):
+                left = ", ".join(map(str, process.run_members(record)))
+                raise ProcessError(f"pids {left} of {record.run or record.pid} survived SIGKILL")
+        process.release_run(record)
+        return escalated
+
+    async def _gone_by(
+        self,
+        record: ProcessRecord,
+        signalled: list[identity.Proc],
+        deadline: float,
+        exited: asyncio.Future[int | None] | None,
+    ) -> bool:
+        """Wait for the leader's exit (an event), then for the rest of its run (polled)."""
+        if exited is not None and not exited.done():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
-                    asyncio.shield(runtime.exited), max(0.0, deadline - time.monotonic())
+                    asyncio.shield(exited), max(0.0, deadline - time.monotonic())
                 )
-            if not runtime.exited.done():
+            if not exited.done():
                 return False
         delay = 0.002
-        while self.group_left(runtime):
+        while not process.run_gone(record, signalled):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
@@ -209,15 +260,36 @@ class ProcessControl:
         return True
 
     async def reap_group(self, runtime: Runtime) -> None:
-        """After the leader died on its own: whatever it left in its group goes too."""
-        if runtime.record is not None and self.group_left(runtime):
+        """After the leader died on its own: whatever its run left goes too."""
+        record = runtime.record
+        if record is None:
+            return
+        if self.group_left(runtime):
             deadline = time.monotonic() + runtime.service.stop.timeout.total_seconds()
-            with contextlib.suppress(StaleRecord):
-                process.signal_group(runtime.record, runtime.service.stop.signal)
-            if not await self._gone_by(runtime, deadline):
-                with contextlib.suppress(StaleRecord):
-                    process.signal_group(runtime.record, signal.SIGKILL)
-                await self._gone_by(runtime, time.monotonic() + KILL_GRACE)
+            try:
+                await self._terminate(record, runtime.service.stop.signal, deadline)
+            except StaleRecord:
+                pass
+            except ProcessError as exc:
+                log.warning("%s: %s", runtime.name, exc)  # stuck in the kernel; the next stop
+        process.release_run(record)
+
+    async def stop_stray(self, run: identity.Run, sig: int, timeout: float) -> int:
+        """Stop a run of this state dir that no record names any more (found in /proc by its
+        identity: a run whose record was lost with a corrupt state file, or one a killed
+        daemon was replacing); how many processes it had."""
+        record = ProcessRecord.of_run(run)
+        left = process.run_members(record)
+        if left:
+            log.warning(
+                "stopping %d process(es) of an earlier run of %s (pids %s), found by its identity",
+                len(left),
+                run.service,
+                ", ".join(map(str, left)),
+            )
+            await self._terminate(record, sig, time.monotonic() + timeout)
+        process.release_run(record)
+        return len(left)
 
     async def kill_quietly(self, runtime: Runtime) -> None:
         """A start that failed its gate leaves nothing behind."""
@@ -254,5 +326,5 @@ class ProcessControl:
             )
         if not helper_exit.done():
             with contextlib.suppress(StaleRecord, ProcessError):
-                process.signal_group(helper_record, signal.SIGKILL)
+                process.signal_run(helper_record, signal.SIGKILL)
             await helper_exit

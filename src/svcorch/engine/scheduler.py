@@ -11,12 +11,13 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import time
 from collections.abc import Collection, Coroutine, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from svcorch import preflight
+from svcorch import identity, preflight, process
 from svcorch.engine.base import EngineBase
 from svcorch.engine.service import (
     SETTLED_BAD,
@@ -34,6 +35,7 @@ from svcorch.model import Kind
 log = logging.getLogger("svcorch.engine")
 
 LOG_TAIL_LINES = 20
+STRAY_TIMEOUT = 10.0  # stop timeout for a stray run of a service no longer in the catalogue
 
 
 @dataclass(frozen=True)
@@ -343,14 +345,22 @@ class Scheduling(EngineBase):
         failures = []
         done = []
         already = []
+        strays = await self._stop_strays(selected)
         for name, result in zip(tasks, results, strict=True):
-            if isinstance(result, BaseException):
-                log.error("stopping %s failed", name, exc_info=result)
-                failures.append(Failure(name, f"{type(result).__name__}: {result}"))
-            elif result:
+            stray = strays.pop(name, 0)
+            error = result if isinstance(result, BaseException) else stray
+            if isinstance(error, BaseException):
+                log.error("stopping %s failed", name, exc_info=error)
+                failures.append(Failure(name, f"{type(error).__name__}: {error}"))
+            elif result or stray:
                 done.append(name)
             else:
                 already.append(name)
+        failures.extend(
+            Failure(name, f"{type(error).__name__}: {error}")
+            for name, error in strays.items()
+            if isinstance(error, BaseException)
+        )
         return Outcome(
             action="down",
             ok=not failures,
@@ -359,6 +369,47 @@ class Scheduling(EngineBase):
             failed=tuple(failures),
             elapsed=time.monotonic() - started,
         )
+
+    async def _stop_strays(self, selected: list[str]) -> dict[str, int | BaseException]:
+        """Stop what earlier runs of ``selected`` left that no record names (found by their
+        identity in /proc); a down of everything also takes runs of services no longer in the
+        catalogue. Per service: how many processes, or why stopping them failed.
+
+        The runs to keep are read on the loop in the same step as the scan, so a start that
+        an up makes meanwhile (its marker set before its first await) is never taken.
+        """
+        records = [r.record for r in self.runtimes.values() if r.record is not None]
+        keep = {record.run for record in records}
+        everything = set(selected) >= set(self.graph.names)
+        strays = [
+            run
+            for run in identity.find_runs(self.layout.root)
+            if run.marker not in keep and (everything or run.service in selected)
+        ]
+        for name in list(self.processes.strays):
+            if everything or name in selected:
+                del self.processes.strays[name]  # stopped here, not before a later start
+        if not strays:
+            # empty cgroups of runs a killed daemon never saw end
+            identity.prune_cgroups(self.layout.root, {r.cgroup for r in records if r.cgroup})
+            return {}
+
+        async def stop(run: identity.Run) -> int:
+            runtime = self.runtimes.get(run.service)
+            spec = runtime.service.stop if runtime is not None else None
+            sig = spec.signal if spec is not None else signal.SIGTERM
+            timeout = spec.timeout.total_seconds() if spec is not None else STRAY_TIMEOUT
+            return await self.processes.stop_stray(run, sig, timeout)
+
+        results = await asyncio.gather(*(stop(run) for run in strays), return_exceptions=True)
+        counts: dict[str, int] = {}
+        errors: dict[str, BaseException] = {}
+        for run, result in zip(strays, results, strict=True):
+            if isinstance(result, BaseException):
+                errors.setdefault(run.service, result)
+            else:
+                counts[run.service] = counts.get(run.service, 0) + result
+        return {**counts, **errors}
 
     async def _stop(
         self, runtime: Runtime, timeout: float | None, hold: str | None, reason: str = ""
@@ -379,6 +430,8 @@ class Scheduling(EngineBase):
                 self.bus.set(runtime, State.STOPPED, "external: not stopped by svcorch")
             return False
         if not self.processes.running(runtime):
+            if runtime.record is not None:
+                process.release_run(runtime.record)  # its cgroup, once the run has ended
             if runtime.state is not State.STOPPED:
                 keep = runtime.detail if runtime.state in SETTLED_BAD else ""
                 self.bus.set(runtime, State.STOPPED, keep)

@@ -113,12 +113,13 @@ class Runtime:
     def to_record(self) -> ServiceRecord:
         """What state.json keeps of it."""
         record = self.record
+        leader = record if record is not None and record.has_leader else None
         return ServiceRecord(
             name=self.name,
             state=self.state.value,
-            pid=record.pid if record else None,
-            pgid=record.pgid if record else None,
-            create_time=record.create_time if record else None,
+            pid=leader.pid if leader else None,
+            pgid=leader.pgid if leader else None,
+            create_time=leader.create_time if leader else None,
             started_at=self.started_at,
             ready_at=self.ready_at,
             exited_at=self.exited_at,
@@ -128,6 +129,8 @@ class Runtime:
             detail=self.detail or None,
             generation=self.generation,
             fingerprint=self.fingerprint,
+            run=record.run if record else None,
+            cgroup=record.cgroup if record else None,
         )
 
 
@@ -210,6 +213,7 @@ class ServiceStatus:
     restarts_total: int = 0
     started_at: float | None = None
     ready_at: float | None = None
+    identity: str | None = None  # how its (last) run's processes are known
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -224,6 +228,7 @@ class ServiceStatus:
             "exit_code": self.exit_code,
             "started_at": self.started_at,
             "ready_at": self.ready_at,
+            "identity": self.identity,
         }
 
 
@@ -252,6 +257,7 @@ def status_of(service: Service, record: ServiceRecord, now: float, *, alive: boo
         exit_code=record.exit_code,
         started_at=record.started_at,
         ready_at=record.ready_at,
+        identity=record.identity,
     )
 
 

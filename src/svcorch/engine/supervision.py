@@ -128,7 +128,7 @@ class Supervision(EngineBase):
             await self._abandon_start(runtime, reason)
             return StartFailure(reason, held=True)
         if not runtime.alive:
-            return self._exited_before_ready(runtime)
+            return await self._exited_before_ready(runtime)
         if result is None:
             self.bus.set(runtime, State.READY, "running")
             return None
@@ -148,10 +148,11 @@ class Supervision(EngineBase):
             runtime.record_exit(runtime.exited.result())
         await self.processes.reap_group(runtime)
 
-    def _exited_before_ready(self, runtime: Runtime) -> StartFailure:
+    async def _exited_before_ready(self, runtime: Runtime) -> StartFailure:
         assert runtime.exited is not None
         code = runtime.exited.result()
         runtime.record_exit(code)
+        await self.processes.reap_group(runtime)  # what it forked does not outlive the start
         # RabbitMQ's script exits 0 after a failed boot: exiting before ready is a failure
         return StartFailure(f"{describe_exit(code)} before ready")
 
