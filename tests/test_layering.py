@@ -76,6 +76,7 @@ def test_errors_imports_nothing_of_svcorch() -> None:
                 "svcorch.interpolate",
                 "svcorch.durations",
                 "svcorch.redaction",
+                "svcorch.limits",
             )
         )
     ),
