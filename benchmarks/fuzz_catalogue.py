@@ -98,9 +98,18 @@ def _limit_cases() -> list[Case]:
     cases = [
         Case("file of 4 MiB (the most)", (("services.yaml", (small + pad * most)[:most]),)),
         Case("file of 4 MiB + 1 byte", (("services.yaml", (small + pad * most)[: most + 1]),)),
-        Case("200,000 values (the most)", (("services.yaml", _values(yamlsrc.MAX_VALUES)),)),
-        Case("200,001 values", (("services.yaml", _values(yamlsrc.MAX_VALUES + 1)),)),
-        Case("100,000 unknown keys", (("services.yaml", _keys(yamlsrc.MAX_VALUES)),)),
+        Case(
+            f"{yamlsrc.MAX_VALUES:,} values (the most)",
+            (("services.yaml", _values(yamlsrc.MAX_VALUES)),),
+        ),
+        Case(
+            f"{yamlsrc.MAX_VALUES + 1:,} values",
+            (("services.yaml", _values(yamlsrc.MAX_VALUES + 1)),),
+        ),
+        Case(
+            f"{yamlsrc.MAX_VALUES // 2:,} unknown keys",
+            (("services.yaml", _keys(yamlsrc.MAX_VALUES)),),
+        ),
         Case("alias bomb 9^9 under x-", (("services.yaml", _bomb(9, 9)),)),
         Case("alias bomb 2^40 under x-", (("services.yaml", _bomb(2, 40)),)),
         Case(
@@ -169,8 +178,39 @@ def _limit_cases() -> list[Case]:
         ),
         Case("-f a FIFO", (), target="pipe", fifos=("pipe",)),
         Case("-f /dev/zero", (), target="/dev/zero"),
+        *_issue_cases(),
     ]
     return cases
+
+
+def _issue_cases() -> list[Case]:
+    """The other files issue 8 names (its alias bomb, FIFOs and /dev/zero are above)."""
+
+    def service(body: str, *top: str) -> tuple[tuple[str, bytes], ...]:
+        return (("services.yaml", _yaml("version: 1", *top, "services:", f"  a: {{{body}}}")),)
+
+    return [
+        Case(
+            "issue: 1,000-level nesting",
+            service("command: x, env: {A: " + "[" * 1000 + "]" * 1000 + "}"),
+        ),
+        Case("issue: recursive alias", service("command: x", "x-r: &r [*r]")),
+        Case(
+            "issue: <<: *self",
+            (("services.yaml", _yaml("version: 1", "services:", "  a: &s", "    <<: *s")),),
+        ),
+        Case(
+            "issue: 50,000-deep interpolation",
+            service('command: "' + "${A:-" * 50_000 + "x" + "}" * 50_000 + '"'),
+        ),
+        Case("issue: 4,301-digit integer", service("command: x, ports: [" + "9" * 4301 + "]")),
+        Case("issue: FIFO as env_file", service("command: x", "env_file: pipe"), fifos=("pipe",)),
+        Case("issue: = and NUL in env keys", service('command: x, env: {"A=B": 1, "C\\0D": 2}')),
+        Case("issue: NUL in a command", service('command: "sleep\\0 1"')),
+        Case(
+            "issue: ready.period: 0", service("command: x, ready: {type: tcp, port: 1, period: 0}")
+        ),
+    ]
 
 
 def _report(label: str, outcomes: list[Outcome], seconds: float) -> bool:

@@ -27,7 +27,7 @@ from svcorch.errors import Problem
 Path_ = tuple[str | int, ...]
 
 MAX_DEPTH = 64  # mappings and lists inside each other; a catalogue needs about 8
-MAX_VALUES = 200_000  # values and keys, aliases expanded; 2,000 services hold 83,000
+MAX_VALUES = 150_000  # values and keys, aliases expanded; 2,000 services hold 83,000
 MAX_SCALAR = 64 * 1024  # characters in one value or key
 MAX_TEXT = 4 * 1024 * 1024  # characters of all values and keys, aliases expanded; 2,000
 # services hold 0.6 million

@@ -122,7 +122,7 @@ def _too_large(folder: Path) -> str:
 HOSTILE_FILES: dict[str, tuple[Callable[[Path], str], str]] = {
     "billion laughs under x-": (
         _bomb,
-        "services.yaml:7:16: alias *l4 expands the document to more than 200,000 values and"
+        "services.yaml:7:16: alias *l4 expands the document to more than 150,000 values and"
         " keys (an alias bomb?)",
     ),
     "1,000-level nesting": (
@@ -215,3 +215,25 @@ def test_the_issues_files_get_one_located_line_and_exit_2(
     assert result.returncode == 2, result.stderr
     assert result.stderr.splitlines() == [expected]
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (_fifo, "svcorch: pipe: is a named pipe (FIFO), not a regular file"),
+        (lambda _: "/dev/zero", "svcorch: /dev/zero: is a character device, not a regular file"),
+        (
+            lambda folder: (
+                (folder / "bad.conf").write_bytes(b"\xff\xfe[program:x]\n") and "bad.conf"
+            ),
+            "svcorch: bad.conf: not UTF-8 text (byte 0)",
+        ),
+    ],
+    ids=["fifo", "dev-zero", "not-utf8"],
+)
+def test_import_supervisor_reads_only_a_regular_text_file(
+    make: Callable[[Path], str], expected: str, tmp_path: Path
+) -> None:
+    result = run_svcorch("import-supervisor", make(tmp_path), cwd=tmp_path, timeout=30)
+    assert_clean(result)
+    assert (result.returncode, result.stderr.splitlines()) == (2, [expected])
