@@ -99,6 +99,7 @@ def test_errors_imports_nothing_of_svcorch() -> None:
                 "svcorch.preflight",
                 "svcorch.project",
                 "svcorch.identity",
+                "svcorch.limits",
             )
         )
     ),

@@ -12,13 +12,13 @@ import re
 import sys
 import types
 import typing
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from svcorch import graph, yamlsrc
+from svcorch import graph, limits, yamlsrc
 from svcorch.errors import CatalogueError, DependencyCycle, Problem
 from svcorch.interpolate import InterpolationError, interpolate, parse_dotenv
 from svcorch.model import (
@@ -34,6 +34,13 @@ from svcorch.probes.base import ProbeOptions
 from svcorch.yamlsrc import Path_
 
 DEFAULT_FILE = "services.yaml"
+MAX_PROBLEMS = 100  # listed at once; past that, fixing the first ones is what helps
+TRUNCATED = (
+    f"only the first {MAX_PROBLEMS} problems are listed; fix them and run again for the rest"
+)
+# characters interpolation may produce in the whole file: each value is bounded on its own,
+# but `${A}` over and over, or in a value an alias repeats, multiplies a long variable
+MAX_INTERPOLATED = yamlsrc.MAX_TEXT
 
 
 def load(
@@ -56,15 +63,28 @@ class _Loader:
         self.doc = yamlsrc.Document(data=None)
         self.dotenv: dict[str, str] = {}
         self.top_env: dict[str, str] = {}
+        self.interpolated = 0  # characters produced, against MAX_INTERPOLATED
+        self.truncated = False  # problems were found past MAX_PROBLEMS, or not looked for
 
     # -- reporting ---------------------------------------------------------------------------
 
     def problem(self, message: str, path: Path_ = (), *, key: bool = False) -> None:
+        if self.full():
+            return
         mark = self.doc.locate(path, key=key) if path or self.doc.values else None
         if mark is None:
             self.problems.append(Problem(self.source, message))
         else:
             self.problems.append(Problem(self.source, message, mark.line, mark.column))
+
+    def full(self) -> bool:
+        """True once MAX_PROBLEMS are found: the rest is not worth the time (a hint for each
+        of 100,000 unknown keys took minutes) nor the memory (pydantic's errors for them,
+        1.5 KB each)."""
+        if len(self.problems) < MAX_PROBLEMS:
+            return False
+        self.truncated = True
+        return True
 
     def fail_if_problems(self) -> None:
         if self.problems:
@@ -72,6 +92,9 @@ class _Loader:
                 dict.fromkeys(self.problems),
                 key=lambda p: (p.file != self.source, p.line is None, p.line or 0, p.column or 0),
             )
+            if self.truncated or len(ordered) > MAX_PROBLEMS:
+                ordered = ordered[:MAX_PROBLEMS]
+                ordered.append(Problem(self.source, TRUNCATED))
             raise CatalogueError(ordered)
 
     # -- stages ------------------------------------------------------------------------------
@@ -98,6 +121,9 @@ class _Loader:
             self.fail_if_problems()  # without a known version the rest cannot be read
         self.load_env(data)
         data = self.interpolate_all(data)
+        if self.interpolated > MAX_INTERPOLATED:
+            self.fail_if_problems()  # reported where it went past; the rest is not worth it
+        self.check_os_values(data, ())
         data = self.validate_probes(data)
         catalogue = self.validate_model(data)
         self.check_dependencies(data)
@@ -105,17 +131,20 @@ class _Loader:
             self.fail_if_problems()
         assert catalogue is not None
         self.check_graph(catalogue)
+        if not self.problems:  # the sizes of values already refused would only repeat them
+            self.check_exec_sizes(catalogue)
         self.fail_if_problems()
         return catalogue
 
     def read(self) -> str:
         try:
-            return self.path.read_text(encoding="utf-8")
+            raw = limits.read_regular_file(self.path, limits.MAX_CATALOGUE_BYTES)
+            return raw.decode("utf-8")
         except FileNotFoundError:
             hint = " (give one with -f PATH or SVCORCH_FILE)"
             raise CatalogueError([Problem(self.source, f"no such file{hint}")]) from None
-        except IsADirectoryError:
-            raise CatalogueError([Problem(self.source, "is a directory, not a file")]) from None
+        except limits.Unreadable as exc:
+            raise CatalogueError([Problem(self.source, str(exc))]) from None
         except UnicodeDecodeError as exc:
             raise CatalogueError(
                 [Problem(self.source, f"not UTF-8 text (byte {exc.start})")]
@@ -156,10 +185,8 @@ class _Loader:
             return  # the model reports the type
         for key, value in raw_env.items():
             if isinstance(value, str):
-                try:
-                    value = interpolate(value, self.lookup_for_env)
-                except InterpolationError as exc:
-                    self.problem(str(exc), ("env", key))
+                value = self.expand(value, self.lookup_for_env, ("env", key), context=False)
+                if value is None:
                     continue
             self.top_env[str(key)] = "" if value is None else str(value)
 
@@ -173,9 +200,15 @@ class _Loader:
         if not file.is_absolute():
             file = self.path.parent / file
         try:
-            text = file.read_text(encoding="utf-8")
+            text = limits.read_regular_file(file, limits.MAX_ENV_FILE_BYTES).decode("utf-8")
         except OSError as exc:
             self.problem(f"env_file {name!r}: {exc.strerror or exc}", where)
+            return
+        except limits.Unreadable as exc:
+            self.problem(f"env_file {name!r}: {exc}", where)
+            return
+        except UnicodeDecodeError as exc:
+            self.problem(f"env_file {name!r}: not UTF-8 text (byte {exc.start})", where)
             return
         values, bad_lines = parse_dotenv(text)
         for number, message in bad_lines:
@@ -204,16 +237,91 @@ class _Loader:
 
     def _interpolate(self, value: Any, path: Path_) -> Any:
         if isinstance(value, str):
-            try:
-                return interpolate(value, self.lookup)
-            except InterpolationError as exc:
-                self.problem(f"{_context(path)}{exc}", path)
-                return value
+            expanded = self.expand(value, self.lookup, path)
+            return value if expanded is None else expanded
         if isinstance(value, dict):
             return {k: self._interpolate(v, (*path, k)) for k, v in value.items()}
         if isinstance(value, list):
             return [self._interpolate(v, (*path, i)) for i, v in enumerate(value)]
         return value
+
+    def expand(
+        self,
+        written: str,
+        lookup: Callable[[str], str | None],
+        path: Path_,
+        *,
+        context: bool = True,
+    ) -> str | None:
+        """``written`` interpolated, or None after reporting why it cannot be.
+
+        Each result is bounded (interpolate's MAX_LENGTH), and so is their sum,
+        MAX_INTERPOLATED: ``${LONG}`` in a value that an alias repeats would otherwise build
+        gigabytes. A value that failed is charged what it built until it failed; once the
+        budget is spent, values are left as written (the file is refused anyway).
+        """
+        if "$" not in written or self.interpolated > MAX_INTERPOLATED:
+            return written
+        prefix = _context(path) if context else ""
+        try:
+            result = interpolate(written, lookup)
+        except InterpolationError as exc:
+            self.interpolated += exc.built
+            self.problem(f"{prefix}{exc}", path)
+            return None
+        self.interpolated += len(result)
+        if self.interpolated > MAX_INTERPOLATED:
+            size = limits.describe_size(MAX_INTERPOLATED)
+            self.problem(
+                f"{prefix}variables expand the file past {size} of text, the most svcorch reads",
+                path,
+            )
+            return None
+        return result
+
+    def check_os_values(self, value: Any, path: Path_) -> None:
+        """Refuse, with its position, every string the OS would refuse (a NUL, a lone
+        surrogate, more than an argument may hold) and every bad variable name: anywhere,
+        since any string may end up in an argv, a path or an environment."""
+        if isinstance(value, str):
+            refusal = limits.os_refusal(value)
+            if refusal is not None:
+                self.problem(f"{_context(path)}the value {refusal}", path)
+        elif isinstance(value, dict):
+            names = _is_env(path)
+            for key, item in value.items():
+                child = (*path, key)
+                if names:
+                    refusal = limits.env_name_refusal(key)
+                else:
+                    refusal = limits.os_refusal(key)
+                    refusal = None if refusal is None else f"key {key!r} {refusal}"
+                if refusal is not None:
+                    self.problem(f"{_context(path)}{refusal}", child, key=True)
+                    continue
+                self.check_os_values(item, child)
+                if names and isinstance(item, str) and limits.os_refusal(item) is None:
+                    entry = limits.env_entry_refusal(key, item)
+                    if entry is not None:
+                        self.problem(f"{_context(child)}{key}=value {entry}", child)
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                self.check_os_values(item, (*path, index))
+
+    def check_exec_sizes(self, catalogue: Catalogue) -> None:
+        """A command and environment larger than the kernel takes (ARG_MAX) in all."""
+        most = limits.exec_limit()
+        for name, service in catalogue.services.items():
+            if service.command is None or service.external:
+                continue
+            env = {**catalogue.dotenv, **catalogue.env, **service.env}
+            size = limits.exec_size(service.argv(), env)
+            if size > most:
+                self.problem(
+                    f"service {name!r}: its command and environment take {size:,} bytes;"
+                    f" the OS takes at most {most:,} for both",
+                    ("services", name, "command"),
+                )
 
     def validate_probes(self, data: dict[str, Any]) -> dict[str, Any]:
         """Validate each probe against its own type's model, so errors point into it."""
@@ -263,6 +371,7 @@ class _Loader:
                 (*path, "type"),
             )
             return _INVALID_PROBE
+        options = self.without_unknown_keys(options, probe_type.options, path)
         try:
             validated: ProbeOptions = probe_type.options.model_validate(options)
         except ValidationError as exc:
@@ -284,14 +393,71 @@ class _Loader:
         elif "services" not in data:
             self.problem("missing `services` (a mapping of service name to its definition)")
         self.reject_internal_fields(data)
+        data = self.without_unknown_keys(data, Catalogue, ())
+        complete = True
+        if isinstance(services, dict):
+            validated = {}
+            for name, spec in services.items():
+                service = self.validate_service(str(name), spec)
+                complete = complete and service is not None
+                if service is not None:
+                    validated[name] = service
+            data = {**data, "services": validated}
         try:
-            catalogue = Catalogue.model_validate(
-                {**data, "path": self.path}, context={"dotenv": self.dotenv}
-            )
+            catalogue = Catalogue.model_validate({**data, "path": self.path})
         except ValidationError as exc:
             self.report(exc, (), Catalogue)
             return None
+        if not complete:
+            return None
         return catalogue.model_copy(update={"dotenv": dict(self.dotenv)})
+
+    def validate_service(self, name: str, spec: Any) -> Service | None:
+        """One service, on its own: its errors are bounded by its own size, and once
+        MAX_PROBLEMS are found the rest are not validated at all."""
+        if self.full():
+            return None
+        path: Path_ = ("services", name)
+        spec = self.without_unknown_keys(spec, Service, path)
+        try:
+            return Service.model_validate(
+                {**spec, "name": name} if isinstance(spec, dict) else spec
+            )
+        except ValidationError as exc:
+            self.report(exc, path, Service)
+            return None
+
+    def without_unknown_keys(self, value: Any, model: type[BaseModel], path: Path_) -> Any:
+        """``value`` with one key at most that ``model`` (or a model inside it) does not know,
+        every one reported here as pydantic would, up to MAX_PROBLEMS: pydantic makes an error
+        object for every one of 100,000 unknown keys before we can stop it.
+
+        One is left in: a mapping with an unknown key fails in pydantic, so the model's own
+        checks (``missing `command```) do not add to the key's error; pydantic's line for it
+        is the same as ours, and only one is printed.
+        """
+        if not isinstance(value, dict) or model.model_config.get("extra") != "forbid":
+            return value
+        fields = model.model_fields
+        known: dict[Any, Any] = {}
+        left_one = False
+        for key, item in value.items():
+            field = fields.get(key) if isinstance(key, str) else None
+            if field is None:
+                if not self.full():  # pydantic says the same of the one left: one line
+                    hint = _did_you_mean(str(key), list(fields))
+                    self.problem(
+                        f"{_context(path)}unknown key {key!r}{hint}", (*path, key), key=True
+                    )
+                if not left_one:
+                    known[key] = item
+                    left_one = True
+                continue
+            inner = _model_in(field.annotation)
+            if inner is not None and not _is_mapping(field.annotation):
+                item = self.without_unknown_keys(item, inner, (*path, key))
+            known[key] = item
+        return known
 
     def reject_internal_fields(self, data: dict[str, Any]) -> None:
         """The model's own fields (the file's path, the dotenv values, a service's name) are
@@ -311,11 +477,13 @@ class _Loader:
 
     def report(self, exc: ValidationError, prefix: Path_, model: type[BaseModel]) -> None:
         expected: dict[Path_, tuple[list[str], Any]] = {}  # a value's wrong type(s), per place
-        for error in exc.errors():
-            loc = (*prefix, *_without_union_tags(tuple(error["loc"])))
+        for error in exc.errors(include_url=False):
+            loc = _without_union_tags((*prefix, *error["loc"]), start=len(prefix))
             kind = error["type"]
             if loc[:1] == ("env_file",):
                 continue  # load_env checked its shape, with a clearer message
+            if self.full():
+                continue  # counted; the message (and its did-you-mean) is not worth making
             if kind == "extra_forbidden":
                 key = str(loc[-1])
                 hint = _did_you_mean(key, _fields_at(model, tuple(error["loc"][:-1])))
@@ -352,6 +520,11 @@ class _Loader:
                 if isinstance(dependency, bool) or not isinstance(dependency, str | int):
                     continue  # the model reports the type
                 dependency = str(dependency)
+                if dependency != name and dependency in services:
+                    edges[str(name)].append(dependency)
+                    continue
+                if self.full():
+                    continue  # a did-you-mean over thousands of names is not cheap
                 where = self.dependency_path(name, dependency, position)
                 if dependency == name:
                     self.problem(f"service {name!r}: depends on itself", where)
@@ -361,8 +534,6 @@ class _Loader:
                         f"service {name!r}: depends_on names unknown service {dependency!r}{hint}",
                         where,
                     )
-                else:
-                    edges[str(name)].append(dependency)
         try:
             graph.ServiceGraph.from_dependencies(edges)
         except DependencyCycle as exc:  # one line per cycle: each is its own problem
@@ -387,7 +558,7 @@ class _Loader:
 
     def dependency_path(self, service: str, dependency: str, position: int) -> Path_:
         base: Path_ = ("services", service, "depends_on")
-        if (*base, dependency) in self.doc.keys:
+        if self.doc.has_key((*base, dependency)):
             return (*base, dependency)
         return (*base, position)
 
@@ -421,12 +592,14 @@ _EXPECTED = {
 _UNION_TAG = re.compile(r"^(str|int|float|bool|none|[a-z-]+\[.*\])$")
 
 
-def _without_union_tags(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
-    """``loc`` without union member names, keeping names users gave (services, env keys)."""
+def _without_union_tags(loc: tuple[str | int, ...], start: int = 0) -> tuple[str | int, ...]:
+    """``loc`` without union member names (from ``start`` on), keeping names users gave
+    (services, env keys)."""
     return tuple(
         part
         for index, part in enumerate(loc)
-        if not (isinstance(part, str) and _UNION_TAG.match(part) and not _users_key(loc, index))
+        if index < start
+        or not (isinstance(part, str) and _UNION_TAG.match(part) and not _users_key(loc, index))
     )
 
 
@@ -435,6 +608,11 @@ def _users_key(loc: tuple[str | int, ...], index: int) -> bool:
     if index == 1:
         return loc[0] in ("services", "env")
     return index == 3 and loc[0] == "services" and loc[2] in ("env", "depends_on")
+
+
+def _is_env(path: Path_) -> bool:
+    """Whether the mapping at ``path`` is an ``env``: its keys are variable names."""
+    return path == ("env",) or (len(path) == 3 and path[0] == "services" and path[2] == "env")
 
 
 def _shorten(text: str, limit: int = 60) -> str:

@@ -131,12 +131,17 @@ def import_supervisor(
     path: Annotated[Path, typer.Argument(metavar="PATH", help="A supervisord.conf to convert.")],
 ) -> None:
     """Convert a supervisord config into a services.yaml skeleton (printed to stdout)."""
+    from svcorch import limits
     from svcorch.importers.supervisor import convert
 
-    try:
-        text = path.read_text(encoding="utf-8")
+    try:  # as the catalogue is read: a FIFO or /dev/zero must not hang or exhaust us
+        text = limits.read_regular_file(path, limits.MAX_CATALOGUE_BYTES).decode("utf-8")
     except OSError as exc:
         raise UsageError(f"{path}: {exc.strerror or exc}") from None
+    except limits.Unreadable as exc:
+        raise UsageError(f"{path}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     result = convert(text, source=str(path.absolute()))
     for warning in result.warnings:
         sys.stderr.write(f"warning: {warning}\n")

@@ -25,12 +25,13 @@ from pydantic import (
     model_validator,
 )
 
-from svcorch.durations import Duration, Size
+from svcorch.durations import Duration, Interval, Size
 from svcorch.probes import registry
 from svcorch.probes.base import ProbeOptions
 
 SERVICE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 SUPPORTED_VERSIONS = (1,)
+MAX_LOG_BACKUPS = 1000
 
 
 class Condition(StrEnum):
@@ -97,8 +98,8 @@ class RestartSpec(_Frozen):
     window: Duration = Field(
         default=timedelta(seconds=60), description="max_restarts counts restarts within this"
     )
-    backoff: Duration = timedelta(seconds=1)
-    max_backoff: Duration = timedelta(seconds=30)
+    backoff: Interval = timedelta(seconds=1)
+    max_backoff: Interval = timedelta(seconds=30)
     reset_after: Duration = Field(
         default=timedelta(seconds=30),
         description="backoff starts again from `backoff` after the service stayed ready this long",
@@ -315,7 +316,15 @@ Notifier = Annotated[WebhookNotifier | ExecNotifier, Field(discriminator="type")
 
 class LogsSpec(_Frozen):
     max_size: Size = 50 * 1000 * 1000
-    backups: int = Field(default=5, ge=0)
+    backups: int = Field(default=5, ge=0, le=MAX_LOG_BACKUPS)
+
+    @field_validator("backups", mode="before")
+    @classmethod
+    def _few_backups(cls, value: Any) -> Any:
+        # each rotation renames every backup in turn: a billion would occupy a thread for hours
+        if isinstance(value, int) and not isinstance(value, bool) and value > MAX_LOG_BACKUPS:
+            raise ValueError(f"at most {MAX_LOG_BACKUPS} backups, got {value}")
+        return value
 
 
 class Catalogue(_Frozen):

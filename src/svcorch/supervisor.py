@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from svcorch import catalogue as catalogue_module
-from svcorch import control, logconfig, plan
+from svcorch import control, limits, logconfig, plan
 from svcorch import project as project_module
 from svcorch.control import Request
 from svcorch.engine import Engine, Event
@@ -473,11 +473,13 @@ class Daemon:
 
 def _stamp(path: Path) -> tuple[str, str]:
     """The file's content digest: cheap next to YAML + validation, and exact (mtimes are
-    coarse enough to miss an edit made right after the previous load)."""
+    coarse enough to miss an edit made right after the previous load). Read as the loader
+    reads it: a FIFO or ``/dev/zero`` named by ``-f`` must not hang the daemon here."""
     try:
-        digest = hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
-    except OSError:
-        digest = ""
+        content = limits.read_regular_file(path, limits.MAX_CATALOGUE_BYTES)
+        digest = hashlib.blake2b(content, digest_size=16).hexdigest()
+    except (OSError, limits.Unreadable):
+        digest = ""  # not the digest of anything: the next load says what is wrong
     return (str(path), digest)
 
 

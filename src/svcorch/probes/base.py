@@ -18,7 +18,7 @@ from urllib.parse import SplitResult, urlsplit
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from svcorch.durations import Duration
+from svcorch.durations import Duration, Interval
 
 # re-exported: probe modules and plugins find them beside the rest of the probe interface
 from svcorch.redaction import SECRET_WORDS as SECRET_WORDS  # noqa: PLC0414
@@ -158,7 +158,7 @@ class ProbeOptions(BaseModel):
 
     type: str
     timeout: Duration = timedelta(seconds=60)
-    period: Duration = timedelta(seconds=1)
+    period: Interval = timedelta(seconds=1)  # at least 10ms: a liveness probe loops on it
     attempt_timeout: Duration | None = None
 
     def effective_attempt_timeout(self) -> float:
