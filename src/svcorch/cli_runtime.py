@@ -214,7 +214,7 @@ def up(
         return
     from svcorch import plan, render
 
-    catalogue, graph = load()
+    catalogue, graph = load(expanded=True)
     selected = plan.select_up(catalogue, graph, names or [], options().profiles)
     if dry_run:
         start_plan = plan.up_plan(catalogue, graph, selected)
@@ -287,7 +287,7 @@ def down(
     if dry_run or not daemon.running(layout):
         from svcorch import plan
 
-        catalogue, graph = load()
+        catalogue, graph = load(expanded=True)
         selected = plan.select_down(catalogue, graph, names or [], options().profiles)
         if dry_run:
             from svcorch import render
@@ -324,7 +324,7 @@ def status(names: Names = None, json_output: JsonFlag = False) -> None:
     from svcorch import render
     from svcorch.commands import status as status_command
 
-    rows = status_command.run(_layout(), list(names or []), load)
+    rows = status_command.run(_layout(), list(names or []), lambda: load(expanded=True))
     if want_json(json_output):
         write(render.json_text(rows))
     else:
@@ -342,11 +342,11 @@ def logs(
     from svcorch import render
     from svcorch.commands import logs as logs_command
 
-    _, graph = load()
+    _, graph = load(expanded=True)
     graph.check_known(names or [])
     if lines < 0:
         raise UsageError("--lines must not be negative")
-    services = list(names) if names else list(graph.start_order())
+    services = graph.members(names) if names else list(graph.start_order())
     layout = _layout()
     out = console()
     width = max(len(s) for s in services)
@@ -378,7 +378,7 @@ def analyze(json_output: JsonFlag = False) -> None:
     from svcorch import render
     from svcorch.commands import analyze as analyze_command
 
-    _, graph = load()
+    _, graph = load(expanded=True)
     result = analyze_command.run(_layout(), graph).to_dict()
     if want_json(json_output):
         write(render.json_text(result))

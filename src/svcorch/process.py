@@ -23,9 +23,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 import psutil
 
+from svcorch.accounts import Account
 from svcorch.errors import PortInUse, ProcessError, StaleRecord
 
 # psutil derives create_time from clock ticks (1/100 s on Linux) plus the boot time, so two
@@ -86,13 +88,16 @@ def spawn(
     header: str | None = None,
     die_with_parent: bool = False,
     service: str | None = None,
+    account: Account | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start ``argv`` as the leader of a new session with its output appended to ``log_path``.
 
     stdin is /dev/null; stdout and stderr share one O_APPEND descriptor, so rotation by
     truncation (see :func:`svcorch.state.rotate_if_needed`) never leaves a hole in the log.
     ``header`` is written as a line before the child starts. ``service`` names the service in
-    error messages (default: the executable).
+    error messages (default: the executable). ``account``: the child switches to its uid,
+    gid and supplementary groups before exec (the log file is opened here, by svcorch, so
+    the account needs no access to the state directory).
 
     ``die_with_parent`` asks the kernel to send SIGTERM to the child when its parent dies,
     which is what the foreground mode wants when it is killed -9. The daemon must not use it:
@@ -106,6 +111,11 @@ def spawn(
     if not cwd.is_dir():
         raise ProcessError(f"cannot start {label!r}: working directory {cwd} does not exist")
     preexec = _die_with_parent_hook(label) if die_with_parent else None
+    switch: dict[str, Any] = {}
+    if account is not None:
+        # Popen switches ids before preexec_fn runs: PR_SET_PDEATHSIG (cleared by a change of
+        # credentials) is therefore set as the service's own user and stays
+        switch = {"user": account.uid, "group": account.gid, "extra_groups": list(account.groups)}
     log_fd = _open_log(label, log_path, header)
     try:
         return subprocess.Popen(
@@ -118,6 +128,7 @@ def spawn(
             start_new_session=True,
             close_fds=True,
             preexec_fn=preexec,  # noqa: PLW1509 - only prctl; documented thread caveat above
+            **switch,
         )
     except (OSError, subprocess.SubprocessError) as exc:
         raise ProcessError(f"cannot start {label!r}: {exc}") from exc

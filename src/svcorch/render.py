@@ -51,6 +51,7 @@ def redact(value: Any, key: str = "") -> Any:
 def resolved_catalogue(catalogue: Catalogue) -> dict[str, Any]:
     """The interpolated catalogue with defaults filled, secrets masked."""
     data = catalogue.model_dump(mode="json")
+    data["name"] = catalogue.label  # the default shown as graph and --dot show it
     redacted: dict[str, Any] = redact(data)
     return redacted
 
@@ -103,7 +104,7 @@ def graph_document(catalogue: Catalogue, graph: ServiceGraph) -> dict[str, Any]:
             for dependency, edge in service.depends_on.items()
             if dependency in graph
         ]
-    return {"name": catalogue.name, "nodes": nodes, "edges": edges}
+    return {"name": catalogue.label, "nodes": nodes, "edges": edges}
 
 
 def _probe_summary(options: Any) -> dict[str, Any] | None:
@@ -136,7 +137,7 @@ def dot(
 
     """Graphviz: one node per service (label shows the probe), one edge per dependency."""
     lines = [
-        f"digraph {_quote(catalogue.name or 'services')} {{",
+        f"digraph {_quote(catalogue.label)} {{",
         "  rankdir=BT;",
         '  node [shape=box, style="rounded,filled", fillcolor="#eef3fb", fontname="Helvetica"];',
         '  edge [fontname="Helvetica", fontsize=10];',
@@ -212,7 +213,7 @@ def tree(catalogue: Catalogue, graph: ServiceGraph) -> Tree:
     ``(see above)``. Drawing shared dependencies again under every dependent grows
     exponentially with the depth of a layered stack (2,000 services never finished).
     """
-    root = Tree(Text(catalogue.name or str(catalogue.path), style="bold"))
+    root = Tree(Text(catalogue.label, style="bold"))
     tops = [n for n in graph.start_order() if not graph.dependents(n)]
     expanded: set[str] = set()
 

@@ -16,10 +16,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from svcorch import accounts, replicas
 from svcorch.catalogue import service_environment
 from svcorch.engine.events import EventBus
 from svcorch.engine.processes import ProcessControl
 from svcorch.engine.service import LaunchSpec, Runtime, StartFailure
+from svcorch.errors import ProcessError
 from svcorch.fingerprint import definition, fingerprint
 from svcorch.graph import ServiceGraph
 from svcorch.model import Catalogue, Service
@@ -55,7 +57,10 @@ class EngineBase:
 
     def environment(self, service: Service) -> dict[str, str]:
         env = service_environment(self.catalogue, service, self.environ)
-        env["SVCORCH_SERVICE"] = service.name
+        base, index = replicas.split(service.name)
+        env["SVCORCH_SERVICE"] = base
+        if index is not None:
+            env["SVCORCH_REPLICA"] = str(index)
         env["SVCORCH_STATE_DIR"] = str(self.layout.root)
         # tools installed beside svcorch (gunicorn, celery in its venv) are found first
         bindir = str(Path(sys.executable).parent)
@@ -70,15 +75,25 @@ class EngineBase:
         return (base / service.cwd if service.cwd else base), self.environment(service)
 
     def specify(self, service: Service) -> LaunchSpec:
-        """What an explicit start of ``service`` runs, from the deployment snapshot."""
+        """What an explicit start of ``service`` runs, from the deployment snapshot.
+        Raises ProcessError when its ``user:``/``group:`` is not on this host (any more)."""
         defn = definition(self.catalogue, service)
         cwd, env = self.placement(service)
+        try:
+            account = accounts.resolve(service.user, service.group)
+        except accounts.AccountError as exc:
+            raise ProcessError(f"cannot start {service.name!r}: {exc}") from None
+        if account is not None:
+            declared = {**self.catalogue.env, **service.env}
+            # the account's HOME, USER and LOGNAME, unless the catalogue sets them itself
+            env.update({k: v for k, v in account.environment().items() if k not in declared})
         return LaunchSpec(
             argv=tuple(service.argv()),
             cwd=cwd,
             env=env,
             definition=defn,
             fingerprint=fingerprint(defn, self.fingerprint_key),
+            account=account,
         )
 
     def probe(self, runtime: Runtime, options: ProbeOptions) -> Probe:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 
-from svcorch import process
+from svcorch import process, replicas
 from svcorch.engine.base import ProbeFactory
 from svcorch.engine.events import Event, EventBus
 from svcorch.engine.persist import StateWriter
@@ -86,7 +86,9 @@ class Engine(Scheduling, Supervision):
     # -- catalogue ---------------------------------------------------------------------------
 
     def load(self, catalogue: Catalogue, environ: Mapping[str, str] | None = None) -> None:
-        """Take a (re)loaded catalogue; running services keep their processes."""
+        """Take a (re)loaded catalogue; running services keep their processes. A replicated
+        service becomes one runtime per replica (``worker#0``, ...; svcorch.replicas)."""
+        catalogue = replicas.expand(catalogue)
         self.catalogue = catalogue
         self.graph = ServiceGraph.from_catalogue(catalogue)
         if environ is not None:
@@ -192,7 +194,8 @@ class Engine(Scheduling, Supervision):
         from the new definition. ``catalogue`` is resolved with the environment it was loaded
         with (``up``: the caller's; ``status``: the snapshot's).
         """
-        wanted = set(names) if names is not None else None
+        catalogue = replicas.expand(catalogue)
+        wanted = set(self.graph.members(names)) if names is not None else None
         found: dict[str, list[str]] = {}
         for name, runtime in self.runtimes.items():
             service = catalogue.services.get(name)
@@ -231,7 +234,7 @@ class Engine(Scheduling, Supervision):
     # -- status ------------------------------------------------------------------------------
 
     def status(self, names: Iterable[str] | None = None) -> list[ServiceStatus]:
-        wanted = set(names) if names else None
+        wanted = set(self.graph.members(names)) if names else None
         now = time.time()
         records = self.records()
         return [
