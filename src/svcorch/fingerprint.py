@@ -27,7 +27,7 @@ from svcorch.redaction import is_secret_key, redact_url
 # keys of a service that do not change the process it runs (replicas: scaling adds or removes
 # replicas; the others keep running)
 NOT_THE_PROCESS = frozenset(
-    {"name", "description", "depends_on", "profiles", "image", "replicas"}
+    {"name", "description", "depends_on", "profiles", "image", "replicas", "autostart"}
 )
 SHOWN = 60  # characters of a changed value shown in a change line
 

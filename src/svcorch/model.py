@@ -189,6 +189,11 @@ class Service(_Frozen):
     restart: RestartSpec = Field(default_factory=RestartSpec)
     stop: StopSpec = Field(default_factory=StopSpec)
     profiles: list[str] = Field(default_factory=list)
+    autostart: bool = Field(
+        default=True,
+        description="false: an `up` without names leaves it alone (name it, or a profile of"
+        " its, to start it); `autostart: ${START_X:-true}` makes it a switch",
+    )
     external: bool = Field(
         default=False,
         description="never started or stopped, only probed; `command` and `ports` are then"
