@@ -107,7 +107,10 @@ def import_supervisor(
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"{path}: {exc.strerror or exc}") from None
-    result = convert(text, source=str(path.absolute()))
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    # the path as given: warnings name it so, and %(here)s is known only for an absolute one
+    result = convert(text, source=str(path))
     for warning in result.warnings:
-        sys.stderr.write(f"warning: {warning}\n")
+        sys.stderr.write(f"{warning}\n")
     write(result.yaml)
