@@ -217,6 +217,15 @@ class _Loader:
                 result[key] = self._interpolate(value, (key,))
         return result
 
+    def replica_form(self, match: re.Match[str]) -> str:
+        """``${replica+S:0W}``: this replica's index plus S, zero-padded to W digits (the
+        forms of supervisord's ``%(process_num)0Wd`` with ``numprocs_start = S``)."""
+        if match.group(0) == "$$":
+            return "$$"  # an escaped dollar stays escaped for interpolate
+        assert self.replica is not None
+        number = int(self.replica) + int(match.group("offset") or 0)
+        return str(number).zfill(int(match.group("width") or 0))
+
     def interpolate_service(self, name: Any, spec: Any) -> Any:
         """A service's fields with ``${replica}`` = 0; with ``replicas: N``, replicas 1..N-1
         interpolated the same way with their own index (validated after the catalogue)."""
@@ -239,6 +248,8 @@ class _Loader:
 
     def _interpolate(self, value: Any, path: Path_) -> Any:
         if isinstance(value, str):
+            if self.replica is not None and "${replica" in value:
+                value = _REPLICA.sub(self.replica_form, value)
             try:
                 return interpolate(value, self.lookup)
             except InterpolationError as exc:
@@ -468,6 +479,9 @@ class _Loader:
         if (*base, dependency) in self.doc.keys:
             return (*base, dependency)
         return (*base, position)
+
+
+_REPLICA = re.compile(r"\$\$|\$\{replica(?:\+(?P<offset>\d+))?(?::0(?P<width>\d+))?\}")
 
 
 class _InvalidProbe(ProbeOptions):

@@ -345,7 +345,7 @@ class _Converter:
                 if mapped
                 else ""
             )
-            + (f"{', '.join(unmapped)} have no svcorch event; " if unmapped else "")
+            + (f"no svcorch event for {', '.join(unmapped)}; " if unmapped else "")
             + "its command speaks supervisord's listener protocol",
         )
         return lines
@@ -407,7 +407,6 @@ class _Converter:
             note = f"process_name={name}: svcorch names its processes after the service" + (
                 " (NAME#0 .. NAME#N-1 for replicas)" if replicas != 1 else ""
             )
-            lines.append(f"# {note}")
             self.warn(section.at("process_name"), section.name, f"[{section.name}] {note}")
         return lines
 
@@ -480,7 +479,15 @@ class _Converter:
             policy = "no"
         else:
             policy = "on-failure"
-            if setting != "unexpected":
+            if _ENV_ONLY.fullmatch(raw):
+                self.warn(
+                    section.at("autorestart"),
+                    section.name,
+                    f"[{section.name}] autorestart={raw}: a restart policy cannot come from a"
+                    " variable in svcorch (true, false, unexpected are always, no, on-failure);"
+                    " converted as unexpected (on-failure)",
+                )
+            elif setting != "unexpected":
                 self.warn(
                     section.at("autorestart"),
                     section.name,
