@@ -118,9 +118,7 @@ def write(text: str) -> None:
     sys.stdout.flush()
 
 
-def load(
-    *, expanded: bool = False, check_accounts: bool = True
-) -> tuple[Catalogue, ServiceGraph]:
+def load(*, expanded: bool = False, check_accounts: bool = True) -> tuple[Catalogue, ServiceGraph]:
     """The catalogue and its graph, with SVCORCH_STATE_DIR available to interpolation.
 
     ``expanded``: as the runtime sees it, each replicated service as its replicas
@@ -132,9 +130,7 @@ def load(
 
     environ = dict(os.environ)
     environ["SVCORCH_STATE_DIR"] = str(_options.resolved_state_dir)
-    catalogue = catalogue_module.load(
-        _options.file, environ=environ, check_accounts=check_accounts
-    )
+    catalogue = catalogue_module.load(_options.file, environ=environ, check_accounts=check_accounts)
     if expanded:
         catalogue = replicas.expand(catalogue)
     return catalogue, ServiceGraph.from_catalogue(catalogue)

@@ -46,7 +46,7 @@ def expand(catalogue: Catalogue) -> Catalogue:
         if service.replicas > 1
     }
     services: dict[str, Service] = {}
-    for name, service in catalogue.services.items():
+    for name in catalogue.services:
         copies = instances(catalogue, name)
         names = groups.get(name, (name,))
         for replica, copy in zip(names, copies, strict=True):

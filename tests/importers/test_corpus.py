@@ -89,7 +89,9 @@ def supervisord_run(corpus_env: dict[str, str]) -> Iterator[list[int]]:
         return pids
 
     try:
-        wait_until(lambda: len(programs()) == expected, timeout=20, message="supervisord's programs")
+        wait_until(
+            lambda: len(programs()) == expected, timeout=20, message="supervisord's programs"
+        )
         yield programs()
     finally:
         daemon.send_signal(signal.SIGTERM)  # by pid: supervisord stops its programs
@@ -124,7 +126,12 @@ def test_the_same_processes_users_and_counts_as_supervisord(
 
         rows = json.loads(status.stdout)
         assert sorted(r["service"] for r in rows) == [
-            "beat", "migrate", "web", "worker#0", "worker#1", "worker#2"
+            "beat",
+            "migrate",
+            "web",
+            "worker#0",
+            "worker#1",
+            "worker#2",
         ]
         found = _programs([r["pid"] for r in rows])
     finally:
@@ -136,9 +143,7 @@ def test_the_same_processes_users_and_counts_as_supervisord(
     assert users == {"root", corpus_env["CORPUS_USER"]}
 
 
-def test_autostart_from_the_environment_is_kept(
-    tmp_path: Path, corpus_env: dict[str, str]
-) -> None:
+def test_autostart_from_the_environment_is_kept(tmp_path: Path, corpus_env: dict[str, str]) -> None:
     text, _ = _convert(TREE / "supervisord.conf", tmp_path, corpus_env)
     (tmp_path / "services.yaml").write_text(text)
     env = {**corpus_env, "CORPUS_BEAT": "false"}
@@ -151,9 +156,7 @@ def test_autostart_from_the_environment_is_kept(
     assert json.loads(named.stdout)["order"] == ["beat"]
 
 
-@pytest.mark.parametrize(
-    "path", sorted(p for p in CORPUS.glob("*.conf")), ids=lambda p: p.name
-)
+@pytest.mark.parametrize("path", sorted(p for p in CORPUS.glob("*.conf")), ids=lambda p: p.name)
 def test_each_corpus_file_converts_to_a_catalogue_that_validates(
     path: Path, tmp_path: Path, corpus_env: dict[str, str]
 ) -> None:

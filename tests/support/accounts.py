@@ -26,9 +26,19 @@ def unprivileged_user() -> pwd.struct_passwd:
     if os.geteuid() != 0 or not os.path.exists(useradd):
         pytest.skip(f"needs the account {TEST_USER!r}: run as root (useradd) or create it")
     made = subprocess.run(
-        [useradd, "--system", "--no-create-home", "--home-dir", "/nonexistent",
-         "--shell", "/usr/sbin/nologin", TEST_USER],
-        capture_output=True, text=True, check=False,
+        [
+            useradd,
+            "--system",
+            "--no-create-home",
+            "--home-dir",
+            "/nonexistent",
+            "--shell",
+            "/usr/sbin/nologin",
+            TEST_USER,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if made.returncode not in (0, 9):  # 9: made meanwhile by a parallel test run
         raise AssertionError(f"useradd {TEST_USER} failed: {made.stderr.strip()}")

@@ -108,7 +108,7 @@ def parse(text: str, source: str, config: Config) -> None:
             continue
         origin = Origin(source, number)
         if header := _SECTION.match(value):
-            section = _enter(config, header.group("header"), origin)
+            section = _enter(config, header.group("header"), origin, source)
             key = None
             continue
         option = _OPTION.match(value)
@@ -125,7 +125,7 @@ def parse(text: str, source: str, config: Config) -> None:
             )
         key = option.group("key").strip().lower()
         key_indent = indent
-        if key in section.values:
+        if key in section.values and not _nested_include(config, section, source):
             config.warn(
                 origin,
                 section.name,
@@ -141,11 +141,18 @@ def _without_comment(text: str) -> str:
     return text[: match.start()].rstrip() if match else text
 
 
-def _enter(config: Config, name: str, origin: Origin) -> Section:
+def _nested_include(config: Config, section: Section, source: str) -> bool:
+    """An included file's ``[include]``: reported once, as not followed (``_read_included``)."""
+    return section.name == "include" and source != config.main
+
+
+def _enter(config: Config, name: str, origin: Origin, source: str) -> Section:
     existing = config.sections.get(name)
     if existing is None:
         config.sections[name] = Section(name, origin)
         return config.sections[name]
+    if _nested_include(config, existing, source):
+        return existing
     config.warn(
         origin,
         name,
