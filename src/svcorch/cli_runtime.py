@@ -300,10 +300,11 @@ def down(
             return
         from svcorch.commands import status
 
-        if not any(row["pid"] for row in status.offline(catalogue, layout, [])):
+        if not status.leftovers(catalogue, layout):
             _finish({"action": "down", "ok": True, "done": [], "already": []}, json_output)
             return
-        # services a killed daemon left: a new daemon adopts them, then stops them
+        # services a killed daemon left (a main process, or what remains of its group):
+        # a new daemon adopts them, then stops them
     _act("down", {"services": list(names or []), "timeout": stop_timeout}, json_output)
 
 

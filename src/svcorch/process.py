@@ -483,3 +483,80 @@ def _shorten(command: str) -> str:
     if len(command) <= _COMMAND_LINE_SHOWN:
         return command
     return command[: _COMMAND_LINE_SHOWN - 1].rstrip() + " …"
+
+
+# --- the foreground's watchdog -------------------------------------------------------------
+
+# Run by a helper process: it reads "+PGID" / "-PGID" lines, "done" when the foreground svcorch
+# exits normally. End of input without "done" means svcorch died (kill -9): the groups it
+# listed get SIGTERM, then SIGKILL after a grace period. PR_SET_PDEATHSIG reaches only each
+# service's leader; its grandchildren (a gunicorn's workers, a shell's children) stay in the
+# group, and this is what stops them.
+_WATCHDOG = """
+import os, signal, sys, time
+groups = set()
+for line in sys.stdin:
+    line = line.strip()
+    if line == "done":
+        sys.exit(0)
+    if line[:1] in "+-" and line[1:].isdigit():
+        (groups.add if line[0] == "+" else groups.discard)(int(line[1:]))
+def signal_all(sig):
+    alive = set()
+    for group in groups:
+        try:
+            os.killpg(group, sig)
+            alive.add(group)
+        except OSError:
+            pass
+    return alive
+deadline = time.monotonic() + GRACE
+while signal_all(signal.SIGTERM if time.monotonic() < deadline else 0):
+    if time.monotonic() >= deadline:
+        signal_all(signal.SIGKILL)
+        break
+    time.sleep(0.05)
+"""
+WATCHDOG_GRACE = 5.0
+
+
+class GroupWatchdog:
+    """Stops the listed process groups if this process dies without releasing it."""
+
+    def __init__(self, grace: float = WATCHDOG_GRACE) -> None:
+        import sys
+
+        read_end, self._pipe = os.pipe()  # not inheritable: services never hold it open
+        try:
+            self._helper = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", _WATCHDOG.replace("GRACE", repr(grace))],
+                stdin=read_end,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,  # a Ctrl-C to svcorch's terminal group is not for it
+                close_fds=True,
+            )
+        finally:
+            os.close(read_end)
+        self._watched: set[int] = set()
+
+    def _send(self, line: str) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self._pipe, f"{line}\n".encode())
+
+    def watch(self, pgid: int) -> None:
+        if pgid > 1 and pgid not in self._watched:
+            self._watched.add(pgid)
+            self._send(f"+{pgid}")
+
+    def forget(self, pgid: int) -> None:
+        if pgid in self._watched:
+            self._watched.discard(pgid)
+            self._send(f"-{pgid}")
+
+    def release(self) -> None:
+        """svcorch is exiting on its own terms: the helper exits without signalling."""
+        self._send("done")
+        os.close(self._pipe)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._helper.wait(timeout=5)

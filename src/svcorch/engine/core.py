@@ -39,6 +39,7 @@ from svcorch.probes import registry
 from svcorch.probes.base import Probe, ProbeContext, ProbeOptions
 from svcorch.state import (
     ServiceRecord,
+    StateError,
     StateFile,
     StateLayout,
     fingerprint_key,
@@ -47,7 +48,10 @@ from svcorch.state import (
 
 log = logging.getLogger("svcorch.engine")
 
-ROTATE_EVERY = 2.0  # seconds between log size checks; housekeeping, not readiness
+# seconds between log size checks: a log passes max_size by at most what its service writes
+# in this time (docs/catalogue.md). A check is one stat() per running service, on the loop;
+# only a rotation goes to a thread
+ROTATE_EVERY = 0.25
 
 
 def registry_probe(options: ProbeOptions, context: ProbeContext) -> Probe:
@@ -263,17 +267,18 @@ class Engine(Scheduling, Supervision):
         logs = self.catalogue.logs
         while True:
             await asyncio.sleep(ROTATE_EVERY)
-            for name, runtime in self.runtimes.items():
-                if runtime.alive:
-                    try:
-                        await asyncio.to_thread(
-                            rotate_if_needed,
-                            self.layout.service_log(name),
-                            logs.max_size,
-                            logs.backups,
-                        )
-                    except OSError:
-                        log.exception("rotating the log of %s failed", name)
+            for name, runtime in list(self.runtimes.items()):
+                if not runtime.alive:
+                    continue
+                path = self.layout.service_log(name)
+                try:
+                    if path.stat().st_size <= logs.max_size:
+                        continue
+                    await asyncio.to_thread(rotate_if_needed, path, logs.max_size, logs.backups)
+                except FileNotFoundError:
+                    continue
+                except (OSError, StateError):  # housekeeping goes on for the other logs
+                    log.exception("rotating the log of %s failed", name)
 
     async def close(self) -> None:
         if self._housekeeping is not None:
