@@ -219,8 +219,9 @@ class StateFile:
             document = json.loads(text)
         except json.JSONDecodeError as exc:
             raise StateError(
-                f"state file {self.path} is corrupt: {exc.msg} at line {exc.lineno}"
-                f" column {exc.colno}"
+                # json's own words, some of which end in "at" already
+                f"state file {self.path} is corrupt: {exc.msg.removesuffix(' at')} at line"
+                f" {exc.lineno} column {exc.colno}"
             ) from exc
         return self._records(document)
 

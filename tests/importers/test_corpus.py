@@ -174,3 +174,18 @@ def test_each_corpus_file_converts_to_a_catalogue_that_validates(
     }
     checked = run_svcorch("validate", cwd=tmp_path, env=env)
     assert checked.returncode == 0, checked.stderr + text
+
+
+def test_warnings_name_the_file_as_given_and_here_stays_a_variable() -> None:
+    """docs/from-supervisor.md: `file:line: message`, the path as typed (not absolutized); a
+    relative path leaves %(here)s as ${SUPERVISOR_HERE}, with a warning."""
+    result = run_svcorch("import-supervisor", "tree/supervisord.conf", cwd=CORPUS)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines and all(line.startswith("tree/") for line in lines), lines
+    assert (
+        "tree/conf.d/web.conf:9: [program:web] environment: %(here)s (the folder of"
+        " supervisord.conf) left as ${SUPERVISOR_HERE}: set it, or import with the file's"
+        " absolute path"
+    ) in lines
+    assert "WEB_HOME: ${SUPERVISOR_HERE}/conf.d" in result.stdout

@@ -5,12 +5,19 @@ check --wait refuses a selection with nothing to wait for."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import yaml
 
 from tests.runtime.conftest import Stack
 from tests.support import free_port, silent_tcp_server, wait_until
-from tests.support.procs import gone, python_service, read_pids
+from tests.support.procs import TCP_READY, gone, python_service, read_pids
 
 
 def _forker(stack: Stack) -> dict[str, object]:
@@ -93,3 +100,90 @@ def test_check_wait_with_nothing_to_wait_for_exits_2_with_one_line(stack: Stack)
     assert result.stderr == (
         "svcorch: nothing to wait for: no selected service has a readiness probe\n"
     )
+
+
+def test_the_name_default_is_the_same_in_graph_dot_json_and_config(stack: Stack) -> None:
+    stack.write({"web": {"command": ["true"]}})
+    path = str(stack.file)
+    assert stack.ok("graph").splitlines()[0] == path
+    assert stack.ok("graph", "--dot").splitlines()[0] == f'digraph "{path}" {{'
+    assert json.loads(stack.ok("graph", "--json"))["name"] == path
+    assert yaml.safe_load(stack.ok("config"))["name"] == path
+
+
+def test_a_completed_condition_is_reported_with_an_unknown_key(stack: Stack) -> None:
+    """All problems at once, across the loader's stages."""
+    stack.write(
+        {
+            "db": {"command": ["true"], "colour": "blue"},
+            "web": {"command": ["true"], "depends_on": {"db": "completed"}},
+        }
+    )
+    result = stack.run("validate")
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert any("unknown key 'colour'" in line for line in lines), lines
+    assert any("condition 'completed' needs a oneshot" in line for line in lines), lines
+
+
+def _recovery_snippet() -> str:
+    """The shell lines docs/operations.md gives for a corrupt state file, as written there."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    section = text[text.index("### A corrupt state file") :]
+    block = section[section.index("```sh\n") + len("```sh\n") :]
+    lines = block[: block.index("```")].splitlines()
+    # `cd /srv/app` is the reader's folder; `svcorch up` is the reader's next step
+    return "\n".join(line for line in lines if not line.startswith(("cd ", "svcorch ")))
+
+
+def test_a_corrupt_state_file_is_one_line_and_the_documented_recovery_works(
+    stack: Stack,
+) -> None:
+    stack.write({"forker": _forker(stack)})
+    stack.ok("up")
+    pids = read_pids(stack.root / "forker.pids")
+    daemon = stack.daemon_pid()
+    assert daemon is not None
+    os.kill(daemon, signal.SIGKILL)
+    wait_until(lambda: gone(daemon), message="the daemon gone")
+    (stack.state_dir / "state.json").write_text('{"version": 1, "servi')
+    result = stack.run("status")
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"svcorch: state file {stack.state_dir / 'state.json'} is corrupt: Unterminated string"
+        " starting at line 1 column 16\n"
+    )
+    assert not any(gone(pid) for pid in pids)  # svcorch touched nothing
+
+    # the docs' snippet, with the state dir where this test keeps it
+    script = _recovery_snippet().replace("$PWD/.svcorch", str(stack.state_dir))
+    script = script.replace(".svcorch/state.json", str(stack.state_dir / "state.json"))
+    subprocess.run(["bash", "-c", script], cwd=stack.root, check=True, timeout=30)
+    wait_until(lambda: all(gone(pid) for pid in pids), message="the old services stopped")
+    stack.ok("up")
+    assert stack.status()["forker"]["state"] == "ready"
+
+
+def test_up_applies_a_changed_command_and_names_it(stack: Stack) -> None:
+    def spec(delay: str) -> dict[str, object]:
+        return {
+            "command": [sys.executable, str(TCP_READY), "--port", "0", "--delay", delay],
+            "ready": {"type": "log", "pattern": "^ready on"},
+        }
+
+    stack.write({"web": spec("0")})
+    stack.ok("up")
+    before = stack.status()["web"]["pid"]
+    stack.write({"web": spec("0.1")})
+    stack.ok("restart", "web")
+    assert psutil_cmdline(stack.status()["web"]["pid"])[-1] == "0"  # restart keeps the snapshot
+    planned = stack.ok("up", "--dry-run")
+    assert "recreate web: command" in planned and "→" in planned
+    out = stack.ok("up")
+    assert "recreate web: command" in out
+    after = stack.status()["web"]["pid"]
+    assert gone(before) and psutil_cmdline(after)[-1] == "0.1"
+
+
+def psutil_cmdline(pid: int) -> list[str]:
+    return psutil.Process(pid).cmdline()
