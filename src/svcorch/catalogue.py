@@ -361,7 +361,7 @@ class _Loader:
     def reject_internal_fields(self, data: dict[str, Any]) -> None:
         """The model's own fields (the file's path, the dotenv values, a service's name) are
         not keys users may write: pydantic would accept them and the loader overwrite them."""
-        for key in ("path", "dotenv"):
+        for key in ("path", "dotenv", "replica_services", "groups"):
             if key in data:
                 self.problem(f"unknown key {key!r}", (key,), key=True)
         services = data.get("services")
