@@ -226,6 +226,15 @@ def is_same_process(record: ProcessRecord) -> bool:
     return _leader(record) is _Leader.ALIVE
 
 
+def orphans(record: ProcessRecord) -> list[psutil.Process]:
+    """What is left of a service whose leader exited: live members of its group. Empty when
+    the leader still runs, or when its pid now belongs to another process (then the group's
+    number may be another's too, and nothing there is ours to claim)."""
+    if _leader(record) is not _Leader.EXITED:
+        return []
+    return group_members(record)
+
+
 def verify(record: ProcessRecord) -> None:
     """Raise :class:`StaleRecord` unless ``record`` still names a live process."""
     leader = _leader(record)

@@ -72,7 +72,7 @@ def offline(
             # it was running when the daemon was last heard of, and is not now
             record.state = State.EXITED.value
             record.detail = "exited while no svcorch daemon was watching"
-            left = len(process.group_members(recorded)) if recorded is not None else 0
+            left = len(process.orphans(recorded)) if recorded is not None else 0
             if left:
                 record.detail += f"; {left} process(es) of its group remain (`svcorch down`)"
         if name in probed:
@@ -95,7 +95,7 @@ def leftovers(catalogue: Catalogue, layout: StateLayout) -> list[str]:
         recorded = record.process()
         if recorded is None:
             continue
-        if process.is_same_process(recorded) or process.group_members(recorded):
+        if process.is_same_process(recorded) or process.orphans(recorded):
             found.append(name)
     return found
 
