@@ -20,6 +20,7 @@ CLI_MODULES = {
     "svcorch.cli_runtime",
     "svcorch.cli_check",
     "svcorch.cli_export",
+    "svcorch.cli_events",
     "svcorch.__main__",
 }
 # the app is built in svcorch.cli from the command modules, which share only cli_base
@@ -28,6 +29,7 @@ CLI_COMMAND_MODULES = (
     "svcorch.cli_runtime",
     "svcorch.cli_check",
     "svcorch.cli_export",
+    "svcorch.cli_events",
 )
 TERMINAL = ("typer", "rich", "click")
 
@@ -112,6 +114,9 @@ def test_replicas_sits_on_the_model_alone() -> None:
                 "svcorch.importers",
                 "svcorch.replicas",
                 "svcorch.accounts",
+                "svcorch.journal",
+                "svcorch.preflight",
+                "svcorch.project",
             )
         )
     ),
@@ -169,7 +174,14 @@ def test_engine_parts_import_only_the_parts_below_them(index: int) -> None:
         # the halves declare each other's result type for mypy only (TYPE_CHECKING)
         reached = [r for r in reached if r != "svcorch.engine.scheduler"]
     assert not reached, f"{module} reaches up to {reached}"
-    for outside in ("svcorch.supervisor", "svcorch.commands", "svcorch.control", "svcorch.notify"):
+    for outside in (
+        "svcorch.supervisor",
+        "svcorch.commands",
+        "svcorch.control",
+        "svcorch.notify",
+        "svcorch.alerts",
+        "svcorch.eventlog",
+    ):
         assert not _uses(imports, outside), f"{module} imports {outside}"
 
 
@@ -189,3 +201,9 @@ def test_the_cli_has_one_direction() -> None:
         others = CLI_MODULES - {"svcorch.cli_base", module}
         assert not [c for c in others if _uses(MODULES[module], c)], module
         assert _uses(MODULES["svcorch.cli"], module)
+
+
+def test_the_journal_is_read_without_the_engine() -> None:
+    """`svcorch events` reads history without paying for the engine (docs/architecture.md)."""
+    assert not _uses(MODULES["svcorch.journal"], "svcorch")
+    assert not _uses(MODULES["svcorch.commands.events"], "svcorch.engine")

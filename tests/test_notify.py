@@ -156,6 +156,41 @@ def test_an_explicit_authorization_header_wins_over_userinfo() -> None:
     assert headers["Authorization"] == "Bearer tok"
 
 
+def test_the_catalogue_s_secrets_never_leave_in_a_payload_or_a_variable(tmp_path: Path) -> None:
+    """The last defence: a detail that still held a secret (a plugin probe that echoed one)
+    reaches neither the webhook's body nor an exec notifier's stdin and variables."""
+    from svcorch.redaction import Redactor
+
+    script = tmp_path / "record.py"
+    script.write_text(
+        "import json, os, sys\n"
+        "env = {k: v for k, v in os.environ.items() if k.startswith('SVCORCH_')}\n"
+        "with open('got.json', 'w') as out:\n"
+        "    json.dump({'stdin': json.load(sys.stdin), 'env': env}, out)\n"
+    )
+    leaky = change(detail=f"HTTP 500: bad password {SECRET}", target=f"http://h/?key={SECRET}")
+    with webhook_receiver() as receiver:
+        reports = Reports()
+        sender = Notifications(
+            [webhook(receiver.url + "/hook"), command([sys.executable, str(script)], retries=0)],
+            str(tmp_path),
+            reports,
+            redactor=Redactor.of([SECRET]),
+        )
+        try:
+            sender.send(leaky)
+            assert all(d.ok for d in reports.wait_final(2))
+        finally:
+            sender.close()
+        (body,) = [json.loads(request.body) for request in receiver.requests]
+    got = json.loads((tmp_path / "got.json").read_text())
+    for payload in (body, got["stdin"]):
+        assert payload["detail"] == "HTTP 500: bad password ***"
+        assert payload["target"] == "http://h/?key=***"
+    assert got["env"]["SVCORCH_DETAIL"] == "HTTP 500: bad password ***"
+    assert got["env"]["SVCORCH_TARGET"] == "http://h/?key=***"
+
+
 def test_notifiers_are_named_without_their_secrets() -> None:
     hook = webhook(f"http://alert:{SECRET}@127.0.0.1:9/x", headers={"X-Api-Key": "k3y"})
     assert describe(hook) == "webhook http://alert:***@127.0.0.1:9/x"

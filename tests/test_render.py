@@ -417,3 +417,20 @@ def test_the_short_forms_and_interpolations_are_valid(schema: dict[str, Any]) ->
 def test_the_schema_rejects_typos(schema: dict[str, Any], document: Any, error: str) -> None:
     errors = valid(document, schema)
     assert any(error in e for e in errors), errors
+
+
+def test_a_journal_line_is_time_severity_service_kind_detail() -> None:
+    import time as clock
+
+    from svcorch.render import journal_line
+
+    moment = 1_700_000_000.25
+    detail = "restarting in 0.05s: killed by SIGKILL"
+    record = {"time": moment, "severity": "warning", "service": "web", "kind": "exited",
+              "new": "backoff", "detail": detail}  # fmt: skip
+    stamp = clock.strftime("%Y-%m-%d %H:%M:%S", clock.localtime(moment))
+    assert journal_line(record, 6).plain == (
+        f"{stamp}.250 WARNING  web    exited          {detail}"
+    )
+    quiet = journal_line({**record, "severity": "info", "kind": "stopped", "detail": ""}, 3)
+    assert quiet.plain == f"{stamp}.250 INFO     web stopped"

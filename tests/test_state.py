@@ -8,6 +8,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,9 @@ import pytest
 from svcorch.errors import SvcorchError
 from svcorch.process import ProcessRecord
 from svcorch.state import (
+    MAX_STATE_BYTES,
     ServiceRecord,
+    StateCorrupt,
     StateError,
     StateFile,
     StateLayout,
@@ -97,7 +100,8 @@ def test_state_file_holds_no_environment_or_command_line(tmp_path: Path) -> None
     keys = {key for record in document["services"] for key in record}
     assert keys == {
         "name", "state", "pid", "pgid", "create_time", "started_at", "ready_at",
-        "exited_at", "exit_code", "restarts", "detail", "generation", "fingerprint",
+        "exited_at", "exit_code", "restarts", "restarts_total", "detail", "generation",
+        "fingerprint",
     }  # fmt: skip
 
 
@@ -269,3 +273,200 @@ def test_rotation_without_backups_just_truncates(tmp_path: Path) -> None:
     assert rotate_if_needed(log, max_size=10, backups=0)
     assert log.read_bytes() == b""
     assert os.listdir(tmp_path) == ["web.log"]
+
+
+# --- a corrupt state file: refused, then set aside with what it still held -----------------
+
+
+def _record(**fields: object) -> dict[str, object]:
+    return {"name": "web", "state": "ready", **fields}
+
+
+def _document(*records: dict[str, object]) -> str:
+    return json.dumps({"version": 1, "services": list(records)})
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+CORRUPTIONS = {
+    "truncated": ('{"version": 1, "services": [{"name": "w', "Unterminated string"),
+    "garbage": ("\x00\x01 not json at all \xff", "Expecting value at line 1 column 1"),
+    "not utf-8": (b"\xff\xfe{}", "not UTF-8 text"),
+    "deep": (DEEP, "nested too deeply"),
+    "deep object": ('{"a":' * 100_000 + "1" + "}" * 100_000, "nested too deeply"),
+    "pid -1": (_document(_record(pid=-1, pgid=-1, create_time=1.0)), "field 'pid'"),
+    "pid 0": (_document(_record(pid=0)), "field 'pid'"),
+    "pid 2**70": (
+        _document(_record(pid=2**70)),
+        "field 'pid' has a bad value 1180591620717411303424",
+    ),
+    "pgid 1": (_document(_record(pid=50, pgid=1)), "field 'pgid'"),
+    "huge integer": ('{"services": [{"pid": ' + "9" * 5000 + "}]}", "digits"),
+    "nan time": ('{"services": [{"name": "w", "state": "ready", "create_time": NaN}]}', "NaN"),
+    "infinite time": (_document(_record(started_at=1e309)), "Infinity"),
+    "negative time": (_document(_record(ready_at=-5.0)), "field 'ready_at'"),
+    "pid as text": (_document(_record(pid="12")), "field 'pid' has a bad value '12'"),
+    "pid as list": (_document(_record(pid=[1, 2])), "field 'pid' has a bad value (a JSON array)"),
+    "name as object": (_document(_record(name={"a": 1})), "field 'name' has a bad value"),
+    "empty name": (_document(_record(name="")), "field 'name'"),
+    "restarts negative": (_document(_record(restarts=-1)), "field 'restarts'"),
+    "services not a list": ('{"services": {"web": {}}}', "no list of services"),
+    "a record not an object": ('{"services": [1]}', "1 is not a record"),
+    "empty file": ("", "Expecting value at line 1 column 1"),
+}
+
+
+@pytest.mark.parametrize("case", list(CORRUPTIONS))
+def test_every_corruption_is_one_clear_line_never_an_internal_error(
+    tmp_path: Path, case: str
+) -> None:
+    content, reason = CORRUPTIONS[case]
+    path = tmp_path / "state.json"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(StateCorrupt) as caught:
+        StateFile(path).load()
+    message = str(caught.value)
+    assert message.startswith(f"state file {path} is corrupt: ")
+    assert reason in message
+    assert message.endswith("(`svcorch status` sets it aside and carries on)")
+    assert "\n" not in message
+    assert len(message) < 400
+    assert isinstance(caught.value, SvcorchError)
+
+
+def test_a_fifo_a_symlink_or_a_directory_is_corrupt_and_never_blocks(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    os.mkfifo(path)  # opening it for reading the plain way would wait for a writer forever
+    with pytest.raises(StateCorrupt, match="not a regular file"):
+        StateFile(path).load()
+    path.unlink()
+    target = tmp_path / "elsewhere.json"
+    target.write_text(_document(_record()))
+    path.symlink_to(target)
+    with pytest.raises(StateCorrupt, match="a symbolic link, not a file"):
+        StateFile(path).load()
+    path.unlink()
+    path.mkdir()
+    with pytest.raises(StateCorrupt, match="not a regular file"):
+        StateFile(path).load()
+
+
+def test_a_file_larger_than_the_bound_is_corrupt_without_being_read(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    with path.open("wb") as handle:
+        handle.truncate(MAX_STATE_BYTES + 1)  # sparse: no 64 MiB written or read
+    with pytest.raises(StateCorrupt, match="larger than 64 MiB"):
+        StateFile(path).load()
+
+
+def test_a_truncated_file_is_set_aside_keeping_every_whole_record(tmp_path: Path) -> None:
+    state = StateFile(tmp_path / "state.json")
+    state.save(sample_records())
+    whole = state.path.read_bytes()
+    cut = whole[: whole.index(b'"name": "migrate"') + 5]  # inside the second record
+    state.path.write_bytes(cut)
+
+    records, set_aside = state.load_or_set_aside()
+
+    assert records == {"redis": sample_records()["redis"]}
+    assert set_aside is not None
+    assert set_aside.kept_as.read_bytes() == cut
+    assert set_aside.kept_as.name.startswith("state.json.corrupt-")
+    assert mode(set_aside.kept_as) == 0o600
+    assert state.load() == records  # the new file holds what carried on
+    assert set_aside.recovered == ("redis",)
+    assert set_aside.lost == ()  # the cut came before the record said whose it was
+    with pytest.raises(json.JSONDecodeError) as where:
+        json.loads(cut)
+    assert set_aside.message() == (
+        f"state file {state.path} was corrupt (Unterminated string starting at line"
+        f" {where.value.lineno} column {where.value.colno}); kept it as {set_aside.kept_as}"
+        " and carried on with the records it still held (redis)"
+    )
+
+
+def test_the_message_names_a_record_that_was_lost(tmp_path: Path) -> None:
+    state = StateFile(tmp_path / "state.json")
+    state.save(sample_records())
+    whole = state.path.read_bytes()
+    state.path.write_bytes(whole[: whole.index(b'"pgid": null')])  # after migrate's name
+
+    records, set_aside = state.load_or_set_aside()
+
+    assert set(records) == {"redis"}
+    assert set_aside is not None
+    assert set_aside.lost == ("migrate",)
+    assert set_aside.message().endswith(
+        "and carried on with the records it still held (redis); lost the record of migrate:"
+        " if it still runs, svcorch no longer tracks it (see docs/operations.md)"
+    )
+
+
+def test_wrong_types_drop_only_the_bad_records(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    good = _record(name="db", pid=4242, pgid=4242, create_time=1700000000.5)
+    path.write_text(_document(good, _record(pid=-1), _record(name="x", pid=2**70)))
+    records, set_aside = StateFile(path).load_or_set_aside()
+    assert set(records) == {"db"}
+    assert records["db"].process() == ProcessRecord(4242, 4242, 1700000000.5)
+    assert set_aside is not None
+    assert set_aside.lost == ("web", "x")
+    assert "service record field 'pid' has a bad value -1" in set_aside.reason
+
+
+@pytest.mark.parametrize("case", ["garbage", "deep", "not utf-8", "huge integer"])
+def test_garbage_is_set_aside_and_a_new_file_started(tmp_path: Path, case: str) -> None:
+    content, _ = CORRUPTIONS[case]
+    path = tmp_path / "state.json"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    started = time.monotonic()
+    records, set_aside = StateFile(path).load_or_set_aside()
+    assert time.monotonic() - started < 1.0  # linear, whatever the content
+    assert records == {}
+    assert set_aside is not None
+    assert set_aside.message().endswith(
+        "and started a new one: services it listed, if any, are no longer tracked"
+        " (see docs/operations.md)"
+    )
+    assert StateFile(path).load() == {}
+
+
+def test_a_fifo_is_set_aside_without_blocking(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    os.mkfifo(path)
+    records, set_aside = StateFile(path).load_or_set_aside()
+    assert records == {}
+    assert set_aside is not None
+    assert stat.S_ISFIFO(set_aside.kept_as.lstat().st_mode)
+    assert stat.S_ISREG(path.lstat().st_mode)
+
+
+def test_set_aside_never_overwrites_an_earlier_copy(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    kept = []
+    for attempt in range(3):
+        path.write_text(f"garbage {attempt}")
+        _, set_aside = StateFile(path).load_or_set_aside()
+        assert set_aside is not None
+        kept.append(set_aside.kept_as)
+    assert len(set(kept)) == 3  # within one second: -2, -3 suffixes
+    assert [k.read_text() for k in kept] == ["garbage 0", "garbage 1", "garbage 2"]
+
+
+def test_a_refind_hook_adds_what_it_finds(tmp_path: Path) -> None:
+    """The seam where finding services by identity (issue 8 point 1) plugs in."""
+    path = tmp_path / "state.json"
+    path.write_text("garbage")
+    found = ServiceRecord(name="web", state="ready", pid=4242, pgid=4242, create_time=1.5)
+    records, set_aside = StateFile(path).load_or_set_aside(refind=lambda: {"web": found})
+    assert records == {"web": found}
+    assert set_aside is not None
+    assert set_aside.recovered == ("web",)
+    assert StateFile(path).load() == {"web": found}
+
+
+def test_a_sound_file_is_left_alone(tmp_path: Path) -> None:
+    state = StateFile(tmp_path / "state.json")
+    state.save(sample_records())
+    assert state.load_or_set_aside() == (sample_records(), None)
+    assert os.listdir(tmp_path) == ["state.json"]

@@ -1,8 +1,13 @@
 #!/bin/sh
 # A private RabbitMQ node: its own HOME (Erlang cookie), mnesia, config and epmd port.
 # Calls the real start script, not Debian's /usr/sbin wrapper (that re-runs itself as the
-# rabbitmq user with another HOME and cookie). exec: svcorch supervises the script's process,
-# which forwards TERM to beam.
+# rabbitmq user with another HOME and cookie).
+#
+# svcorch must see the node's real exit. By default the real script runs beam in the
+# background and ends with `wait "$pid" || true`: a node killed with SIGKILL (or crashed) makes
+# the script exit 0, and nothing restarts it. With `detached` set, the script execs erl
+# instead, erl execs beam.smp, and so svcorch's child *is* the node: a kill -9 is reported as
+# SIGKILL. beam turns SIGTERM into a clean shutdown by itself (rc 0 in about a second).
 set -eu
 : "${SVCORCH_STATE_DIR:?run me through svcorch}"
 R="$SVCORCH_STATE_DIR/data/rabbitmq"
@@ -20,5 +25,6 @@ export HOME="$R" \
     RABBITMQ_PID_FILE="$R/rabbit.pid" ERL_CRASH_DUMP="$R/erl_crash.dump" \
     ERL_EPMD_PORT="$EPMD_PORT" ERL_EPMD_ADDRESS=127.0.0.1 \
     RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS='-start_epmd false -kernel inet_dist_use_interface {127,0,0,1}'
+export detached=true
 cd "$R"
 exec /usr/lib/rabbitmq/bin/rabbitmq-server

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import sys
 import types
 import typing
 from collections.abc import Iterable, Iterator, Mapping
@@ -17,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from svcorch import accounts, graph, yamlsrc
+from svcorch import accounts, graph, replicas, yamlsrc
 from svcorch.errors import CatalogueError, DependencyCycle, Problem
 from svcorch.interpolate import InterpolationError, interpolate, parse_dotenv
 from svcorch.model import (
@@ -597,3 +598,22 @@ def service_environment(
     """
     base = os.environ if environ is None else environ
     return {**base, **catalogue.dotenv, **catalogue.env, **service.env}
+
+
+def process_environment(
+    catalogue: Catalogue, service: Service, environ: Mapping[str, str], state_dir: Path
+) -> dict[str, str]:
+    """The environment a service's process starts with: ``service_environment`` plus what
+    svcorch adds. The engine spawns with it; preflight looks programs up on its PATH."""
+    env = service_environment(catalogue, service, environ)
+    base, index = replicas.split(service.name)  # a replica: worker#1 is worker's replica 1
+    env["SVCORCH_SERVICE"] = base
+    if index is not None:
+        env["SVCORCH_REPLICA"] = str(index)
+    env["SVCORCH_STATE_DIR"] = str(state_dir)
+    # tools installed beside svcorch (gunicorn, celery in its venv) are found first
+    bindir = str(Path(sys.executable).parent)
+    path = env.get("PATH", os.defpath)
+    if bindir not in path.split(os.pathsep):
+        env["PATH"] = bindir + os.pathsep + path
+    return env

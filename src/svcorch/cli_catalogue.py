@@ -9,17 +9,39 @@ from typing import Annotated
 
 import typer
 
-from svcorch.cli_base import JsonFlag, Names, console, load, options, want_json, write
+from svcorch.cli_base import (
+    JsonFlag,
+    Names,
+    console,
+    load,
+    options,
+    redactor,
+    state_layout,
+    want_json,
+    write,
+)
 from svcorch.errors import UsageError
 
 
 def validate(json_output: JsonFlag = False) -> None:
-    """Check services.yaml and exit 0 with a summary, or print every problem and exit 2."""
+    """Check services.yaml and exit 0 with a summary, or print every problem and exit 2.
+
+    Also warns of what `up` would refuse to start (exit 0 still): a program not found, a
+    missing working directory, a declared port held by another process.
+    """
+    from svcorch.commands import validate as validate_command
+    from svcorch.commands.daemon import client_environment
+    from svcorch.state import StateLayout
+
     catalogue, graph = load()
     kinds = {kind: 0 for kind in ("managed", "oneshot", "external")}
     for service in catalogue.services.values():
         kinds[service.kind.value] += 1
     edges = graph.dag.number_of_edges()
+    state_dir = options().resolved_state_dir
+    warnings = validate_command.warnings(
+        catalogue, graph, StateLayout(state_dir), options().profiles, client_environment(state_dir)
+    )
     if want_json(json_output):
         from svcorch.render import json_text
 
@@ -31,6 +53,7 @@ def validate(json_output: JsonFlag = False) -> None:
                     "services": len(graph),
                     "dependencies": edges,
                     **kinds,
+                    "warnings": warnings,
                 }
             )
         )
@@ -40,15 +63,23 @@ def validate(json_output: JsonFlag = False) -> None:
         f"{kinds['oneshot']} oneshot, {kinds['external']} external), {edges} dependencies, "
         f"{len(graph.generations())} start waves"
     )
+    for warning in warnings:
+        sys.stderr.write(f"warning: {warning}\n")
 
 
 def graph(
     names: Names = None,
     dot: Annotated[bool, typer.Option("--dot", help="Graphviz dot.")] = False,
     mermaid: Annotated[bool, typer.Option("--mermaid", help="Mermaid `graph TD`.")] = False,
-    as_tree: Annotated[bool, typer.Option("--tree", help="A tree (the default).")] = False,
+    as_tree: Annotated[
+        bool, typer.Option("--tree", help="A tree.", show_default="on, unless --dot or --mermaid")
+    ] = False,
     timings: Annotated[
-        bool, typer.Option("--timings", help="With --dot: colour by the last up's start→ready.")
+        bool,
+        typer.Option(
+            "--timings",
+            help="With --dot: colour by the last up's start→ready.",
+        ),
     ] = False,
     json_output: Annotated[
         bool, typer.Option("--json", help="Nodes (kind, probe) and edges (condition) as JSON.")
@@ -71,9 +102,8 @@ def graph(
         durations = None
         if timings:
             from svcorch.commands import analyze
-            from svcorch.state import StateLayout
 
-            durations = analyze.durations(StateLayout(options().resolved_state_dir))
+            durations = analyze.durations(state_layout())
         write(render.dot(catalogue, sub, durations))
     elif mermaid:
         write(render.mermaid(catalogue, sub))
@@ -86,7 +116,7 @@ def config(json_output: JsonFlag = False) -> None:
     from svcorch import render
 
     catalogue, _ = load()
-    data = render.resolved_catalogue(catalogue)
+    data = render.resolved_catalogue(catalogue, redactor())
     write(render.json_text(data) if want_json(json_output) else render.yaml_text(data))
 
 
@@ -98,7 +128,7 @@ def schema() -> None:
 
 
 def import_supervisor(
-    path: Annotated[Path, typer.Argument(help="A supervisord.conf to convert.")],
+    path: Annotated[Path, typer.Argument(metavar="PATH", help="A supervisord.conf to convert.")],
 ) -> None:
     """Convert a supervisord config into a services.yaml skeleton (printed to stdout)."""
     from svcorch.importers.supervisor import convert

@@ -18,7 +18,18 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from svcorch.cli_base import JsonFlag, Names, ProfileFlag, console, load, options, want_json, write
+from svcorch.cli_base import (
+    JsonFlag,
+    Names,
+    ProfileFlag,
+    console,
+    load,
+    options,
+    redactor,
+    state_layout,
+    want_json,
+    write,
+)
 from svcorch.errors import UsageError
 
 if TYPE_CHECKING:
@@ -86,30 +97,38 @@ def check(
     names: Names = None,
     profile: ProfileFlag = None,
     wait: Annotated[
-        bool, typer.Option("--wait", help="Retry each probe until it passes (deploy scripts).")
+        bool,
+        typer.Option(
+            "--wait",
+            help="Retry each probe until it passes (deploy scripts).",
+        ),
     ] = False,
     timeout: Annotated[
         str | None,
         typer.Option(
             "--timeout",
-            help="With --wait: limit per probe, e.g. 60s [default: each probe's timeout].",
+            metavar="DURATION",
+            help="With --wait: limit per probe, e.g. 60s.",
+            show_default="each probe's timeout",
         ),
     ] = None,
     watch: Annotated[
-        bool, typer.Option("--watch", help="Check every --interval and notify on changes.")
+        bool,
+        typer.Option("--watch", help="Check every --interval and notify on changes."),
     ] = False,
     interval: Annotated[
         str | None,
         typer.Option(
             "--interval",
-            help=f"With --watch: from one round to the next [default: {DEFAULT_INTERVAL}].",
+            metavar="DURATION",
+            help="With --watch: from one round to the next.",
+            show_default=DEFAULT_INTERVAL,
         ),
     ] = None,
     json_output: JsonFlag = False,
 ) -> None:
     """Run every selected service's readiness probe, all in parallel (the seed's healthz)."""
     from svcorch.commands import check as check_command
-    from svcorch.state import StateLayout
 
     if wait and watch:
         raise UsageError("choose one of --wait and --watch")
@@ -122,7 +141,7 @@ def check(
     assert every is not None
     catalogue, graph = load(expanded=True)
     services = check_command.select(catalogue, graph, names or [], options().profiles)
-    layout = StateLayout(options().resolved_state_dir)
+    layout = state_layout()
     as_json = want_json(json_output)
     if watch and not services:
         raise UsageError("nothing to watch: no selected service has a readiness probe")
@@ -136,9 +155,11 @@ def check(
             _stopped(f"watch stopped by {signals.name()} after {rounds} {noun}", signals)
             return
         if wait:
-            rows = check_command.wait(catalogue, layout, services, limit, signals.stop)
+            rows = check_command.wait(
+                catalogue, layout, services, limit, signals.stop, redactor=redactor()
+            )
         else:
-            rows = check_command.once(catalogue, layout, services)
+            rows = check_command.once(catalogue, layout, services, redactor())
     _print_rows(rows, as_json)
     _stopped("interrupted", signals)
     if not all(row.ok for row in rows):
@@ -201,10 +222,12 @@ def _watch(
         else:
             emit(render.round_line(number, rows, changes))
 
-    notifications = Notifications(catalogue.notify, str(catalogue.base_dir), on_delivery)
+    notifications = Notifications(
+        catalogue.notify, str(catalogue.base_dir), on_delivery, redactor=redactor()
+    )
     try:
-        return Watch(catalogue, layout, services, interval, notifications, on_round).run(
-            signals.stop
-        )
+        return Watch(
+            catalogue, layout, services, interval, notifications, on_round, redactor=redactor()
+        ).run(signals.stop)
     finally:
         notifications.close()

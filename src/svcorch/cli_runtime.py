@@ -6,11 +6,27 @@ import re
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from svcorch.cli_base import JsonFlag, Names, ProfileFlag, console, load, options, want_json, write
+from svcorch import control
+from svcorch.cli_base import (
+    JsonFlag,
+    Names,
+    ProfileFlag,
+    TimeoutFlag,
+    _complete_service,
+    console,
+    load,
+    notice,
+    options,
+    redactor,
+    state_layout,
+    want_json,
+    write,
+)
 from svcorch.control import RemoteError
 from svcorch.errors import CatalogueError, Problem, UsageError
 
@@ -19,9 +35,24 @@ if TYPE_CHECKING:
 
 
 def _layout() -> StateLayout:
-    from svcorch.state import StateLayout
+    """The state directory (ownership and modes checked), refused if it serves another
+    project."""
+    from svcorch.project import check_owner
 
-    return StateLayout(options().resolved_state_dir)
+    layout = state_layout()
+    check_owner(
+        layout.root, options().project, options().file, explicit=options().state_dir is not None
+    )
+    return layout
+
+
+def _identity() -> dict[str, str]:
+    """Who asks, in every request: the daemon refuses another project or catalogue."""
+    return {
+        "project": options().project,
+        "file": str(options().file.absolute()),
+        "cwd": str(Path.cwd()),
+    }
 
 
 def _environ() -> dict[str, str]:
@@ -75,6 +106,7 @@ class Progress:
             return
         from svcorch import render
 
+        event = _masked(event)
         if not self.live_view:
             if self._out is None:
                 self._out = console()
@@ -127,9 +159,19 @@ def _as_catalogue_error(exc: RemoteError) -> CatalogueError | None:
     return CatalogueError(problems)
 
 
+def _masked(data: Any) -> Any:
+    """The last defence at the terminal: the daemon masked its messages with the whole
+    catalogue's secrets already; this adds the environment's (or the catalogue's when this
+    command loaded it)."""
+    from svcorch.redaction import NAME_KEYS
+
+    return redactor().data(data, keep=NAME_KEYS)
+
+
 def _finish(result: dict[str, Any], json_output: bool) -> None:
     from svcorch import render
 
+    result = _masked(result)
     if want_json(json_output):
         write(render.json_text(result))
     else:
@@ -152,20 +194,21 @@ def _act(op: str, fields: dict[str, Any], json_output: bool) -> None:
     progress = None if want_json(json_output) else Progress()
     message = {
         "op": op,
-        "file": str(options().file.absolute()),
+        **_identity(),
         "environ": environ,
         "profiles": options().profiles,
         **fields,
     }
     try:
         for attempt in (1, 2):
-            daemon.ensure(layout, options().file, environ)
+            daemon.ensure(layout, options().file, environ, options().project)
             try:
                 result = daemon.request(
                     layout,
                     message,
                     progress,
                     on_accepted=None if progress is None else progress.accepted,
+                    on_notice=notice,
                 )
                 break
             except RemoteError as exc:
@@ -177,8 +220,8 @@ def _act(op: str, fields: dict[str, Any], json_output: bool) -> None:
     finally:
         if progress is not None:
             progress.close()
-    exiting = result.pop("daemon_exiting", None)
-    if isinstance(exiting, int):
+    exiting = control.valid_pid(result.pop("daemon_exiting", None))
+    if exiting is not None:
         # nothing is left to supervise: return once the daemon is gone, so a command right
         # after this one starts a fresh daemon rather than meeting the exiting one
         daemon.wait_exit(layout, exiting)
@@ -190,10 +233,15 @@ def up(
     profile: ProfileFlag = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the start plan only.")] = False,
     foreground: Annotated[
-        bool, typer.Option("--foreground", help="Run here, stream output; Ctrl-C stops all.")
+        bool,
+        typer.Option(
+            "--foreground",
+            help="Run here, not in the daemon; stream output; Ctrl-C stops all.",
+        ),
     ] = False,
     rollback: Annotated[
-        bool, typer.Option("--rollback", help="On failure, stop what this up started.")
+        bool,
+        typer.Option("--rollback", help="On failure, stop what this up started."),
     ] = False,
     no_recreate: Annotated[
         bool,
@@ -207,7 +255,8 @@ def up(
     """Start SERVICE… and what they need, bottom-up, each gated on its readiness probe.
 
     Running services whose definition changed (command, env after interpolation, probes…)
-    are recreated, and the changed keys are named."""
+    are recreated, and the changed keys are named. Also `svcorch start`.
+    """
     if not dry_run and not foreground:
         fields = {"services": list(names or []), "rollback": rollback, "no_recreate": no_recreate}
         _act("up", fields, json_output)
@@ -237,7 +286,7 @@ def _recreate_plan(names: list[str]) -> dict[str, list[str]]:
         return {}
     message = {
         "op": "plan",
-        "file": str(options().file.absolute()),
+        **_identity(),
         "environ": _environ(),
         "services": names,
         "profiles": options().profiles,
@@ -254,32 +303,57 @@ def _foreground(catalogue: Any, selected: set[str]) -> int:
 
     out = console()
     names = sorted(catalogue.services)
-    width = max(len(n) for n in names)
-    colours = {
-        n: render.SERVICE_COLOURS[i % len(render.SERVICE_COLOURS)] for i, n in enumerate(names)
-    }
     show_event = _event_printer(names)
+    show_line = LinePrinter(names, flush=True)
     hooks = foreground.Hooks(
         on_event=lambda event: show_event(event.to_dict()),
-        on_line=lambda service, line: out.print(
-            render.log_line(service, line, width, colours[service]), markup=False
+        on_line=show_line,
+        on_outcome=lambda outcome: out.print(
+            render.outcome_text(_masked(outcome.to_dict()), daemon=False), end=""
         ),
-        on_outcome=lambda outcome: out.print(render.outcome_text(outcome.to_dict()), end=""),
         on_stopping=lambda why: out.print(f"stopping everything ({why})", style="bold"),
+        on_notice=notice,
     )
-    return foreground.run(catalogue, _layout(), selected, hooks, _environ())
+    return foreground.run(catalogue, _layout(), selected, hooks, _environ(), options().project)
+
+
+class LinePrinter:
+    """Log lines as ``name | line``: each one whole, written as it is, never wrapped or cut
+    (a pipe, grep and a narrow terminal all get the same line); the prefix is coloured on a
+    terminal only."""
+
+    def __init__(self, services: list[str], *, flush: bool) -> None:
+        from rich.text import Text
+
+        from svcorch import render
+
+        width = max((len(s) for s in services), default=0)
+        out = console()
+        self.flush = flush
+        self.prefixes: dict[str, str] = {}
+        for index, service in enumerate(services):
+            colour = render.SERVICE_COLOURS[index % len(render.SERVICE_COLOURS)]
+            with out.capture() as captured:  # the prefix's ANSI codes, once; none in a pipe
+                out.print(Text(f"{service:<{width}} | ", style=colour), end="", soft_wrap=True)
+            self.prefixes[service] = captured.get()
+
+    def __call__(self, service: str, line: str) -> None:
+        sys.stdout.write(f"{self.prefixes[service]}{line}\n")
+        if self.flush:
+            sys.stdout.flush()
 
 
 def down(
     names: Names = None,
     profile: ProfileFlag = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the stop plan only.")] = False,
-    timeout: Annotated[
-        str | None, typer.Option("--timeout", help="Override every stop timeout, e.g. 5s.")
-    ] = None,
+    timeout: TimeoutFlag = None,
     json_output: JsonFlag = False,
 ) -> None:
-    """Stop SERVICE… and everything that depends on them (default: all), top-down."""
+    """Stop SERVICE… and everything that depends on them (default: all), top-down.
+
+    Also `svcorch stop`.
+    """
     from svcorch.commands import daemon
 
     stop_timeout = _duration(timeout, "--timeout")
@@ -300,7 +374,7 @@ def down(
             return
         from svcorch.commands import status
 
-        if not status.leftovers(catalogue, layout):
+        if not status.leftovers(catalogue, layout, notice):
             _finish({"action": "down", "ok": True, "done": [], "already": []}, json_output)
             return
         # services a killed daemon left (a main process, or what remains of its group):
@@ -309,10 +383,15 @@ def down(
 
 
 def restart(
-    names: Annotated[list[str], typer.Argument(help="Services to restart.")],
-    timeout: Annotated[
-        str | None, typer.Option("--timeout", help="Override every stop timeout, e.g. 5s.")
-    ] = None,
+    names: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="SERVICE",
+            help="Services to restart.",
+            autocompletion=_complete_service,
+        ),
+    ],
+    timeout: TimeoutFlag = None,
     json_output: JsonFlag = False,
 ) -> None:
     """Stop SERVICE… and their dependents top-down, start them again bottom-up, gated."""
@@ -321,11 +400,18 @@ def restart(
 
 
 def status(names: Names = None, json_output: JsonFlag = False) -> None:
-    """State, pid, uptime, restarts and last detail of each service."""
+    """State, pid, uptime, restarts and last detail of each service.
+
+    Also `svcorch ps`.
+    """
     from svcorch import render
     from svcorch.commands import status as status_command
 
-    rows = status_command.run(_layout(), list(names or []), lambda: load(expanded=True))
+    rows = _masked(
+        status_command.run(
+            _layout(), list(names or []), lambda: load(expanded=True), _identity(), on_notice=notice
+        )
+    )
     if want_json(json_output):
         write(render.json_text(rows))
     else:
@@ -335,12 +421,14 @@ def status(names: Names = None, json_output: JsonFlag = False) -> None:
 def logs(
     names: Names = None,
     follow: Annotated[
-        bool, typer.Option("-f", "--follow", help="Keep printing new lines.")
+        bool,
+        typer.Option("-f", "--follow", help="Keep printing new lines until Ctrl-C."),
     ] = False,
-    lines: Annotated[int, typer.Option("-n", "--lines", help="Lines per service first.")] = 20,
+    lines: Annotated[
+        int, typer.Option("-n", "--lines", metavar="N", help="Lines per service first.")
+    ] = 20,
 ) -> None:
     """Print services' logs, prefixed and coloured; -f follows across rotations and restarts."""
-    from svcorch import render
     from svcorch.commands import logs as logs_command
 
     _, graph = load(expanded=True)
@@ -349,18 +437,11 @@ def logs(
         raise UsageError("--lines must not be negative")
     services = graph.members(names) if names else list(graph.start_order())
     layout = _layout()
-    out = console()
-    width = max(len(s) for s in services)
-    colours = {
-        s: render.SERVICE_COLOURS[i % len(render.SERVICE_COLOURS)] for i, s in enumerate(services)
-    }
-
-    def emit(service: str, line: str) -> None:
-        out.print(render.log_line(service, line, width, colours[service]), markup=False)
-
+    emit = LinePrinter(services, flush=follow)
     if not follow:
         for service, line in logs_command.initial(layout, services, lines):
             emit(service, line)
+        sys.stdout.flush()
         return
     first, followers = logs_command.open_followers(layout, services, lines)
     for service, line in first:

@@ -69,6 +69,10 @@ class UnknownService(UsageError):
     """A service named on the command line is not in the catalogue."""
 
 
+class ProjectMismatch(UsageError):
+    """A command of one project aimed at the state directory (or daemon) of another."""
+
+
 class OperationFailed(SvcorchError):
     """The operation ran and failed: a probe failed, a service did not become ready."""
 
@@ -91,6 +95,18 @@ class StaleRecord(ProcessError):
 
 class PortInUse(ProcessError):
     """A port a service declares is already held by another process."""
+
+
+class PreflightFailed(OperationFailed):
+    """Starting would fail for certain (a missing program, a port held by another process):
+    nothing was started. Carries every problem found."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = tuple(problems)
+        count = f"{len(self.problems)} problem" + ("s" if len(self.problems) != 1 else "")
+        super().__init__(
+            "\n".join([*self.problems, f"nothing was started: {count} found before starting"])
+        )
 
 
 class DaemonError(OperationFailed):

@@ -297,7 +297,18 @@ class Service(_Frozen):
         return shlex.split(self.command) if isinstance(self.command, str) else list(self.command)
 
 
-class WebhookNotifier(_Frozen):
+# the levels of svcorch.engine.events.Severity, lowest first (a test holds them equal)
+SeverityName = Literal["info", "warning", "error", "critical"]
+
+
+class _DaemonAlerts(_Frozen):
+    """What a notifier takes of the daemon's events (``check --watch`` ignores these)."""
+
+    min_severity: SeverityName = "warning"
+    damping: Duration = timedelta(seconds=30)  # one alert per burst, then one summary
+
+
+class WebhookNotifier(_DaemonAlerts):
     type: Literal["webhook"]
     url: str
     headers: dict[str, str] = Field(default_factory=dict)
@@ -312,7 +323,7 @@ class WebhookNotifier(_Frozen):
         return value
 
 
-class ExecNotifier(_Frozen):
+class ExecNotifier(_DaemonAlerts):
     type: Literal["exec"]
     command: str | list[str]
     shell: bool = False

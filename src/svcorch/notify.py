@@ -1,4 +1,5 @@
-"""Notifiers: tell someone when a service's health changes (``check --watch``).
+"""Notifiers: tell someone when a service's health changes (``check --watch``) or the daemon
+sees a service crash, restart, recover, ... (``svcorch.alerts``).
 
 ``webhook`` POSTs the event as JSON; ``exec`` runs a command with the event as JSON on
 stdin and ``SVCORCH_*`` variables. Each notifier has its own worker thread and queue, so
@@ -23,13 +24,14 @@ import signal
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+import time
+from collections.abc import Callable, Iterator, Mapping, MutableSet, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from svcorch.model import ExecNotifier, Notifier, WebhookNotifier
-from svcorch.redaction import is_secret_key, redact, redact_url
+from svcorch.redaction import Redactor, is_secret_key, redact, redact_url
 
 if TYPE_CHECKING:
     from urllib.request import OpenerDirector
@@ -37,6 +39,20 @@ if TYPE_CHECKING:
 RETRY_FIRST = 0.5  # seconds before the first retry
 RETRY_MAX = 10.0  # the backoff doubles up to this
 SECRET_HEADERS = ("authorization", "proxy-authorization", "cookie")
+
+
+class Message(Protocol):
+    """What a notifier sends: a ``HealthChange`` of ``check --watch`` or a daemon ``Alert``."""
+
+    @property
+    def service(self) -> str: ...
+
+    @property
+    def event(self) -> str: ...
+
+    def to_dict(self) -> dict[str, object]: ...
+
+    def environment(self) -> dict[str, str]: ...
 
 
 @dataclass(frozen=True)
@@ -217,12 +233,19 @@ def _argv(notifier: ExecNotifier) -> list[str]:
     return shlex.split(command) if isinstance(command, str) else list(command)
 
 
-def run_command(notifier: ExecNotifier, body: bytes, env: Mapping[str, str], cwd: str) -> None:
+def run_command(
+    notifier: ExecNotifier,
+    body: bytes,
+    env: Mapping[str, str],
+    cwd: str,
+    children: MutableSet[subprocess.Popen[bytes]] | None = None,
+) -> None:
     """Run the command with ``body`` on stdin; raises NotifyFailed unless it exits 0 in time.
 
     Files, not pipes: a background process the command leaves behind (``page-oncall &``)
     would hold a pipe open and a reader would wait for it forever. On timeout the whole
     process group is killed, in case the command is a shell running something else.
+    ``children`` holds the command while it runs, so that a closing daemon can end it.
     """
     timeout = notifier.timeout.total_seconds()
     with tempfile.TemporaryFile() as stdin, tempfile.TemporaryFile() as output:
@@ -240,6 +263,8 @@ def run_command(notifier: ExecNotifier, body: bytes, env: Mapping[str, str], cwd
             )
         except OSError as exc:
             raise NotifyFailed(exc.strerror or str(exc)) from None
+        if children is not None:
+            children.add(process)
         try:
             code = process.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -247,6 +272,9 @@ def run_command(notifier: ExecNotifier, body: bytes, env: Mapping[str, str], cwd
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
             raise NotifyFailed(f"no exit within {timeout:g}s (killed)") from None
+        finally:
+            if children is not None:
+                children.discard(process)
         if code != 0:
             output.seek(0)
             lines = output.read().decode("utf-8", "replace").strip().splitlines()
@@ -266,11 +294,11 @@ def backoff(first: float = RETRY_FIRST, most: float = RETRY_MAX) -> Iterator[flo
         delay = min(delay * 2, most)
 
 
-Send = Callable[[Notifier, HealthChange, bytes], None]
+Send = Callable[[Notifier, Message, bytes], None]
 
 
 class Notifications:
-    """Sends each change to every notifier in the background, in order, with retries."""
+    """Sends each message to every notifier in the background, in order, with retries."""
 
     def __init__(
         self,
@@ -281,16 +309,22 @@ class Notifications:
         retry_first: float = RETRY_FIRST,
         retry_max: float = RETRY_MAX,
         send: Send | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self.base_dir = base_dir
+        # the catalogue's secrets: the last defence for what leaves (payloads, variables)
+        # and for the reports of each attempt
+        self.redactor = redactor or Redactor()
         self.on_delivery = on_delivery
         self.retry_first = retry_first
         self.retry_max = retry_max
         self.transport: Send = send or self._send
         self.stop = threading.Event()
-        self._workers: list[tuple[queue.Queue[HealthChange | None], threading.Thread]] = []
+        self._deadline: float | None = None  # set by a close with a timeout
+        self._children: set[subprocess.Popen[bytes]] = set()  # exec commands running now
+        self._workers: list[tuple[queue.Queue[Message | None], threading.Thread]] = []
         for index, notifier in enumerate(notifiers):
-            pending: queue.Queue[HealthChange | None] = queue.Queue()
+            pending: queue.Queue[Message | None] = queue.Queue()
             thread = threading.Thread(
                 target=self._work,
                 args=(notifier, pending),
@@ -300,19 +334,48 @@ class Notifications:
             thread.start()
             self._workers.append((pending, thread))
 
-    def send(self, change: HealthChange) -> None:
+    def send(self, change: Message) -> None:
+        if isinstance(change, HealthChange):
+            # the daemon's event messages come scrubbed already (EventLog.scrub)
+            change = replace(
+                change,
+                detail=self.redactor.text(change.detail),
+                target=self.redactor.text(change.target),
+            )
         for pending, _ in self._workers:
             pending.put(change)
 
-    def close(self) -> None:
-        """Stop retrying; what is queued gets one last attempt, bounded by its timeout."""
+    def send_to(self, index: int, message: Message) -> None:
+        """To the ``index``-th notifier only (each daemon notifier damps on its own)."""
+        self._workers[index][0].put(message)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop retrying; what is queued gets one last attempt, bounded by its timeout.
+
+        ``timeout``: wait at most that long in all (a daemon on its way out): nothing is
+        attempted after it, and an attempt under way then ends with the process (the
+        workers are daemon threads).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._deadline = deadline
         self.stop.set()
         for pending, _ in self._workers:
             pending.put(None)
         for _, thread in self._workers:
-            thread.join()
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        if deadline is not None:
+            self._end_children()
 
-    def _work(self, notifier: Notifier, pending: queue.Queue[HealthChange | None]) -> None:
+    def _end_children(self) -> None:
+        """Commands still running at the deadline go, with their process groups: nobody
+        would be left to enforce their timeout."""
+        for child in list(self._children):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child.pid, signal.SIGKILL)
+        for _, thread in self._workers:
+            thread.join(1.0)  # each reaps its command
+
+    def _work(self, notifier: Notifier, pending: queue.Queue[Message | None]) -> None:
         while (change := pending.get()) is not None:
             try:
                 self._deliver(notifier, change)
@@ -324,24 +387,31 @@ class Notifications:
                 with contextlib.suppress(Exception):
                     self.on_delivery(failure)
 
-    def _send(self, notifier: Notifier, change: HealthChange, body: bytes) -> None:
+    def _send(self, notifier: Notifier, change: Message, body: bytes) -> None:
         if isinstance(notifier, WebhookNotifier):
             post(notifier, body)
         else:
-            run_command(notifier, body, change.environment(), self.base_dir)
+            run_command(notifier, body, change.environment(), self.base_dir, self._children)
 
-    def _deliver(self, notifier: Notifier, change: HealthChange) -> None:
+    def _deliver(self, notifier: Notifier, change: Message) -> None:
         body = json.dumps(change.to_dict()).encode()
-        name = describe(notifier)
+        name = self.redactor.text(describe(notifier))
         secrets = notifier_secrets(notifier)
         delays = backoff(self.retry_first, self.retry_max)
         attempts = 0
         while True:
+            if self._deadline is not None and time.monotonic() >= self._deadline:
+                # closed with a timeout (a daemon exiting): what is left is not attempted
+                self.on_delivery(
+                    Delivery(name, change.service, change.event, False, attempts, "not sent:"
+                             " svcorch was exiting")
+                )  # fmt: skip
+                return
             attempts += 1
             try:
                 self.transport(notifier, change, body)
             except Exception as exc:  # a notifier's failure is a report, never the watch's end
-                error = redact(str(exc) or type(exc).__name__, secrets)
+                error = self.redactor.text(redact(str(exc) or type(exc).__name__, secrets))
                 last = attempts > notifier.retries or self.stop.is_set()
                 delay = None if last else next(delays)
                 self.on_delivery(

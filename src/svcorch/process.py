@@ -19,7 +19,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -39,6 +39,7 @@ _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 _POLL_FIRST = 0.005
 _POLL_MAX = 0.1
 _COMMAND_LINE_SHOWN = 100
+_TCP_LISTEN = "0A"  # a socket's state in /proc/net/tcp, from include/net/tcp_states.h
 
 
 @dataclass(frozen=True)
@@ -469,20 +470,65 @@ def check_ports_free(service: str, ports: Sequence[int]) -> None:
     A stale server on the port would answer the readiness probe while the new child dies with
     EADDRINUSE, so this runs before every spawn.
     """
-    if not ports:
-        return
+    busy = ports_in_use(ports)
+    if busy:
+        raise PortInUse(f"service {service!r}: " + "; ".join(busy.values()))
+
+
+def ports_in_use(ports: Iterable[int], *, ignore_groups: Collection[int] = ()) -> dict[int, str]:
+    """Each of ``ports`` that something listens on -> ``port N is in use by pid P (command)``,
+    from one scan of the system. A port whose holders all belong to ``ignore_groups`` (the
+    process groups of services about to be restarted) counts as free."""
+    wanted = list(dict.fromkeys(ports))
+    if all(_free_everywhere(port) for port in wanted):
+        return {}  # the common case, without scanning every process's sockets
     listeners = _listeners()
-    busy = []
-    for port in ports:
-        holders = listeners.get(port, [])
+    busy: dict[int, str] = {}
+    for port in wanted:
+        seen = listeners.get(port)  # None: nobody listens that we can see
+        holders = [(pid, cmd) for pid, cmd in seen or [] if not _in(pid, ignore_groups)]
         if holders:
             pid, command = holders[0]
             more = f" and {len(holders) - 1} more" if len(holders) > 1 else ""
-            busy.append(f"port {port} is in use by pid {pid} ({_shorten(command)}){more}")
-        elif port in listeners or not _can_bind(port):
-            busy.append(f"port {port} is in use")
-    if busy:
-        raise PortInUse(f"service {service!r}: " + "; ".join(busy))
+            busy[port] = f"port {port} is in use by pid {pid} ({_shorten(command)}){more}"
+        elif seen == [] or (seen is None and not _can_bind(port)):
+            busy[port] = f"port {port} is in use"  # by a process we may not look at
+    return busy
+
+
+def _free_everywhere(port: int) -> bool:
+    """No socket listens on ``port`` on any local address, from the kernel's own tables
+    (one small read, where naming the holder means walking every process's descriptors);
+    and it binds on loopback, as the scan's last word would say too."""
+    listening = _listening_ports()
+    return listening is not None and port not in listening and _can_bind(port)
+
+
+def _listening_ports() -> set[int] | None:
+    """Ports with a TCP listener in this network namespace; None if the tables are unreadable."""
+    ports: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table, encoding="ascii") as handle:
+                next(handle, None)  # the header
+                for line in handle:
+                    fields = line.split()
+                    if len(fields) > 3 and fields[3] == _TCP_LISTEN:
+                        ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+        except FileNotFoundError:
+            continue  # no IPv6
+        except (OSError, ValueError, IndexError):
+            return None
+    return ports
+
+
+def _in(pid: int, groups: Collection[int]) -> bool:
+    if not groups:
+        return False
+    try:
+        return os.getpgid(pid) in groups
+    except OSError:
+        return False
 
 
 def _shorten(command: str) -> str:

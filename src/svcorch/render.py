@@ -6,53 +6,36 @@ Used by the CLI only. Knows result types, never typer options.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from rich.tree import Tree
 
-from svcorch.redaction import is_secret_key
+from svcorch.redaction import Redactor
 
 if TYPE_CHECKING:
     from svcorch.graph import ServiceGraph
     from svcorch.model import Catalogue
     from svcorch.plan import Plan
 
-MASK = "***"
-
-
 # -- secrets -----------------------------------------------------------------------------------
 
 
-# `scheme://user:password@`, also inside a longer string such as a command line
-# (`celery --broker amqp://u:pw@host//`); the password runs to the last `@` before the host
-_URL_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)[^\s/]+@")
-_SECRET_HEADERS = ("authorization", "proxy-authorization", "cookie")
-
-
-def redact(value: Any, key: str = "") -> Any:
-    """Mask secret-named keys and URL passwords anywhere in a JSON-like structure."""
-    if isinstance(value, dict):
-        return {k: redact(v, str(k)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact(v, key) for v in value]
-    if isinstance(value, str):
-        if key and value and (is_secret_key(key) or key.lower() in _SECRET_HEADERS):
-            return MASK
-        return _URL_USERINFO.sub(rf"\1{MASK}@", value) if "://" in value else value
-    return value
+def redact(value: Any, key: str = "", redactor: Redactor | None = None) -> Any:
+    """Mask secret-named keys, credentials by shape and ``redactor``'s known secret values
+    anywhere in a JSON-like structure."""
+    return (redactor or Redactor()).data(value, key)
 
 
 # -- catalogue ---------------------------------------------------------------------------------
 
 
-def resolved_catalogue(catalogue: Catalogue) -> dict[str, Any]:
-    """The interpolated catalogue with defaults filled, secrets masked."""
+def resolved_catalogue(catalogue: Catalogue, redactor: Redactor | None = None) -> dict[str, Any]:
+    """The interpolated catalogue with defaults filled, secrets masked: by key and shape, and
+    every secret value wherever else it went (``--password ${DB_PASSWORD}`` in a command)."""
     data = catalogue.model_dump(mode="json")
-    data["name"] = catalogue.label  # the default shown as graph and --dot show it
-    redacted: dict[str, Any] = redact(data)
+    redacted: dict[str, Any] = redact(data, redactor=redactor or Redactor.for_catalogue(catalogue))
     return redacted
 
 
@@ -290,6 +273,7 @@ STATE_STYLES = {
     "running": "yellow",
     "backoff": "magenta",
     "unready": "magenta",
+    "degraded": "magenta",
     "stopping": "yellow",
     "stopped": "dim",
     "failed": "bold red",
@@ -370,48 +354,80 @@ class ProgressTable:
         return table
 
 
-def outcome_text(outcome: Mapping[str, Any], *, verbose_failures: bool = True) -> Text:
-    text = Text()
+def outcome_text(
+    outcome: Mapping[str, Any], *, verbose_failures: bool = True, daemon: bool = True
+) -> Text:
+    """The last words of an up, down or restart. ``daemon``: the services outlive this
+    command (a foreground up stops them itself), so a failure says what runs and how to stop."""
     action = str(outcome.get("action"))
-    elapsed = float(outcome.get("elapsed") or 0.0)
-    done = list(outcome.get("done") or [])
-    already = list(outcome.get("already") or [])
-    failed = list(outcome.get("failed") or [])
-    blocked = list(outcome.get("blocked") or [])
-    pending = list(outcome.get("pending") or [])
-    verb = {"up": "ready", "down": "stopped", "restart": "restarted"}.get(action, action)
-    text.append_text(recreate_text(outcome.get("recreated") or {}))
+    recreated = recreate_text(outcome.get("recreated") or {})
     if outcome.get("ok"):
-        if not done and already:
-            text.append(
-                f"nothing to do: {len(already)} already {verb} ({', '.join(already)})\n",
-                style="green",
-            )
-        elif not done and not already:
-            text.append(
-                f"nothing to do ({'nothing running' if action == 'down' else ''})\n".replace(
-                    " ()", ""
-                ),
-                style="green",
-            )
-        else:
-            text.append(f"{len(done)} {verb} in {elapsed:.2f}s", style="bold green")
-            if already:
-                text.append(f" ({len(already)} already {verb})", style="dim")
-            text.append("\n")
-        return text
-    for failure in failed:
+        return Text.assemble(recreated, _success_text(outcome, action))
+    text = recreated
+    for failure in outcome.get("failed") or []:
         text.append(f"{failure['service']} failed: ", style="bold red")
         text.append(f"{failure['reason']}\n")
         tail = failure.get("log_tail") or []
         if verbose_failures and tail:
-            text.append(f"  last {len(tail)} lines of its log:\n", style="dim")
+            text.append(f"  last {len(tail)} lines of its log since this start:\n", style="dim")
             for line in tail:
                 text.append(f"  | {line}\n", style="dim")
+    blocked = list(outcome.get("blocked") or [])
     if blocked:
         text.append(f"not started (a dependency failed): {', '.join(blocked)}\n", style="red")
-    if pending:
-        text.append(f"still starting: {', '.join(pending)}\n", style="yellow")
+    pending = list(outcome.get("pending") or [])
+    if pending and daemon:
+        text.append(f"still starting (the daemon carries on): {', '.join(pending)}\n", "yellow")
+    rolled_back = list(outcome.get("rolled_back") or [])
+    if rolled_back:
+        text.append(f"stopped by --rollback: {', '.join(rolled_back)}\n", style="yellow")
+    states: Mapping[str, str] = outcome.get("states") or {}
+    if states:
+        elapsed = float(outcome.get("elapsed") or 0.0)
+        text.append(f"{action} failed after {elapsed:.2f}s; each service now:\n", style="bold")
+        width = max(len(name) for name in states)
+        for name, state in states.items():
+            text.append(f"  {name:<{width}}  ")
+            text.append(f"{state}\n", style=state_style(state))
+    if daemon and action in ("up", "restart"):
+        text.append(_still_running(outcome))
+    return text
+
+
+def _success_text(outcome: Mapping[str, Any], action: str) -> Text:
+    text = Text()
+    elapsed = float(outcome.get("elapsed") or 0.0)
+    done = list(outcome.get("done") or [])
+    already = list(outcome.get("already") or [])
+    verb = {"up": "ready", "down": "stopped", "restart": "restarted"}.get(action, action)
+    if not done and already:
+        text.append(
+            f"nothing to do: {len(already)} already {verb} ({', '.join(already)})\n",
+            style="green",
+        )
+    elif not done:
+        nothing = "nothing to do (nothing running)" if action == "down" else "nothing to do"
+        text.append(nothing + "\n", style="green")
+    else:
+        text.append(f"{len(done)} {verb} in {elapsed:.2f}s", style="bold green")
+        if already:
+            text.append(f" ({len(already)} already {verb})", style="dim")
+        started = list(outcome.get("dependencies_started") or [])
+        if started:
+            text.append(f" (also started what they need: {', '.join(started)})", style="dim")
+        text.append("\n")
+    return text
+
+
+def _still_running(outcome: Mapping[str, Any]) -> Text:
+    running = list(outcome.get("running") or [])
+    if not running:
+        return Text("nothing is left running\n", style="bold")
+    text = Text(f"still running: {', '.join(running)}\n", style="bold")
+    text.append("  `svcorch down` stops everything")
+    if not outcome.get("rollback"):
+        text.append("; `svcorch up --rollback` stops what a failed up started")
+    text.append("\n")
     return text
 
 
@@ -464,28 +480,30 @@ def _detail_with_drift(row: Mapping[str, Any]) -> Text:
     return text
 
 
-def log_line(service: str, line: str, width: int, colour: str) -> Text:
-    text = Text()
-    text.append(f"{service:<{width}} | ", style=colour)
-    text.append(line)
-    return text
-
-
 def analysis_text(analysis: Mapping[str, Any]) -> Text:
+    """The critical chain, last-ready first (as systemd-analyze prints it), then the slowest
+    services, each under column headers."""
     text = Text()
     chain = analysis.get("critical_chain") or []
     if not chain:
         text.append("no start-up recorded yet: run `svcorch up` first\n")
         return text
     text.append(f"ready after {float(analysis['total']):.2f}s; the critical chain:\n", style="bold")
+    width = max(18, *(len(str(link["service"])) for link in chain))
+    text.append(f"  {'SERVICE':<{width}} {'STARTED':>9} {'READY':>9} {'TOOK':>9}\n", style="bold")
     for link in reversed(chain):
-        text.append(f"  {link['service']:<18}", style="cyan")
-        text.append(f" @{float(link['started']):7.3f}s  +{float(link['took']):.3f}s\n")
+        text.append(f"  {link['service']:<{width}}", style="cyan")
+        text.append(
+            f" {float(link['started']):8.3f}s {float(link['ready']):8.3f}s"
+            f" {float(link['took']):8.3f}s\n"
+        )
     durations = analysis.get("durations") or {}
     if durations:
         text.append("slowest start -> ready:\n", style="bold")
+        text.append(f"  {'SERVICE':<{width}} {'TOOK':>9}\n", style="bold")
         for name, took in sorted(durations.items(), key=lambda kv: -float(kv[1]))[:10]:
-            text.append(f"  {name:<18} {float(took):.3f}s\n")
+            text.append(f"  {name:<{width}} {float(took):8.3f}s\n")
+    text.append("(STARTED and READY: seconds after the first start of that up)\n", style="dim")
     return text
 
 
@@ -544,3 +562,25 @@ def delivery_line(delivery: Any) -> Text:
     else:
         text.append(f", gave up after {_count(delivery.attempts, 'attempt')}: {delivery.detail}")
     return text
+
+
+SEVERITY_STYLES = {"info": "", "warning": "yellow", "error": "red", "critical": "bold red"}
+
+
+def journal_line(record: Mapping[str, Any], width: int = 16) -> Text:
+    """One event of ``svcorch events``:
+    ``2024-05-02 10:00:00.123 WARNING  worker  exited  restarting in 0.05s: ...``."""
+    import time
+
+    moment = float(record["time"])
+    millis = int(moment * 1000) % 1000
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(moment)) + f".{millis:03d}"
+    severity = str(record["severity"])
+    line = Text(stamp + " ", style="dim")
+    line.append(f"{severity.upper():<8} ", style=SEVERITY_STYLES.get(severity, "bold red"))
+    line.append(f"{record['service']:<{width}} ", style="bold")
+    detail = str(record.get("detail") or "")
+    kind = f"{record['kind']:<15} " if detail else str(record["kind"])
+    line.append(kind, style=SEVERITY_STYLES.get(severity, "bold red"))
+    line.append(detail)
+    return line

@@ -18,11 +18,13 @@ import contextlib
 import errno
 import fcntl
 import json
+import math
 import os
 import shutil
+import stat
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from types import TracebackType
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
     from svcorch.process import ProcessRecord
 
 STATE_FORMAT_VERSION = 1
+MAX_STATE_BYTES = 64 * 1024 * 1024  # ~200,000 services' records; more is not ours
 _POLL_FIRST = 0.005
 _POLL_MAX = 0.1
 
@@ -44,6 +47,19 @@ class StateError(OperationFailed):
 
 class StateLocked(StateError):
     """Another svcorch holds the state directory's lock."""
+
+
+class StateCorrupt(StateError):
+    """``state.json`` exists but cannot be trusted; ``content`` is what it held (for salvage)."""
+
+    def __init__(self, path: Path, reason: str, content: bytes = b"") -> None:
+        super().__init__(
+            f"state file {path} is corrupt: {reason} (`svcorch status` sets it aside and"
+            " carries on)"
+        )
+        self.path = path
+        self.reason = reason
+        self.content = content
 
 
 @dataclass(frozen=True)
@@ -109,20 +125,14 @@ def fingerprint_key(layout: StateLayout) -> bytes:
 
 
 def ensure_state_dir(path: Path) -> Path:
-    """Create the state directory and ``logs/``, both 0700; return the directory.
+    """Create the state directory and ``logs/`` (both 0700) and check them; return it.
 
-    An existing directory is tightened to 0700 too: the control socket inside it is guarded
-    by the directory's permissions, and logs may hold whatever services print.
+    Every command that runs services passes here: a directory or file another user owns or
+    can write is refused, one others can only read is tightened (see svcorch.statedir).
     """
-    layout = StateLayout(path)
-    try:
-        for directory in (layout.root, layout.logs_dir):
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if directory.stat().st_mode & 0o077:
-                directory.chmod(0o700)
-    except OSError as exc:
-        raise StateError(f"cannot create state directory {path}: {_reason(exc)}") from exc
-    return path
+    from svcorch.statedir import secure  # it builds on this module's layout and errors
+
+    return secure(path, create=True)
 
 
 def _reason(exc: OSError) -> str:
@@ -131,9 +141,26 @@ def _reason(exc: OSError) -> str:
 
 # --- records -------------------------------------------------------------------------------
 
-_INT_FIELDS = frozenset({"pid", "pgid", "exit_code", "restarts", "generation"})
+# What a sane record holds. Anything outside is corruption, refused before it reaches a
+# signal or a clock: kill(-1) signals every process we may signal, pgid 0 our own group, and
+# 2**70 overflows every C call it reaches.
+PID_MAX = 1 << 22  # PID_MAX_LIMIT of 64-bit Linux: no pid or pgid is larger
+_INT_RANGES = {
+    "pid": (2, PID_MAX),  # 1 is init: never a service
+    "pgid": (2, PID_MAX),
+    "exit_code": (-255, 255),  # negative: the signal that ended it
+    "restarts": (0, 1 << 31),
+    "restarts_total": (0, 1 << 31),
+    "generation": (0, 1 << 31),
+}
 _FLOAT_FIELDS = frozenset({"create_time", "started_at", "ready_at", "exited_at"})
-_STR_FIELDS = frozenset({"name", "state", "detail", "fingerprint"})
+_TIME_MAX = float(1 << 40)  # epoch seconds, about the year 36800
+_STR_LENGTHS = {
+    "name": (1, 256),
+    "state": (1, 64),
+    "detail": (0, 64 * 1024),
+    "fingerprint": (0, 256),  # a keyed hash (svcorch.fingerprint)
+}
 
 
 @dataclass
@@ -153,10 +180,11 @@ class ServiceRecord:
     ready_at: float | None = None
     exited_at: float | None = None
     exit_code: int | None = None
-    restarts: int = 0
+    restarts: int = 0  # since the up that started it (what status shows)
     detail: str | None = None
     generation: int = 0
     fingerprint: str | None = None  # of what runs (svcorch.fingerprint): a hash, no values
+    restarts_total: int = 0  # over the state directory's life (status --json)
 
     def process(self) -> ProcessRecord | None:
         """The recorded process identity, when there is one to find again."""
@@ -172,32 +200,49 @@ class ServiceRecord:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> ServiceRecord:
-        """Build a record, ignoring keys a newer svcorch added; ``ValueError`` on bad types."""
+        """Build a record, ignoring keys a newer svcorch added; ``ValueError`` on a missing
+        name or state, a wrong type or a value out of range."""
         known = {f.name for f in fields(cls)}
         values = {key: value for key, value in data.items() if key in known}
         for key in ("name", "state"):
             if key not in values:
                 raise ValueError(f"service record without {key!r}")
         for key, value in values.items():
-            if value is None and key not in {"name", "state", "restarts", "generation"}:
+            if value is None and key not in {
+                "name",
+                "state",
+                "restarts",
+                "restarts_total",
+                "generation",
+            }:
                 continue
-            if not _has_type(key, value):
-                raise ValueError(f"service record field {key!r} has a bad value {value!r}")
+            if not _valid(key, value):
+                raise ValueError(f"service record field {key!r} has a bad value {_shown(value)}")
             if key in _FLOAT_FIELDS:
                 values[key] = float(value)  # type: ignore[arg-type]  # checked just above
         return cls(**values)  # type: ignore[arg-type]  # each value's type checked above
 
 
-def _has_type(key: str, value: object) -> bool:
+def _valid(key: str, value: object) -> bool:
     if isinstance(value, bool):
         return False  # an int subclass, never a valid pid, time or count
-    if key in _INT_FIELDS:
-        return isinstance(value, int)
+    if key in _INT_RANGES:
+        low, high = _INT_RANGES[key]
+        return isinstance(value, int) and low <= value <= high
     if key in _FLOAT_FIELDS:
-        return isinstance(value, int | float)
-    if key in _STR_FIELDS:
-        return isinstance(value, str)
+        return isinstance(value, int | float) and math.isfinite(value) and 0 <= value < _TIME_MAX
+    if key in _STR_LENGTHS:
+        shortest, longest = _STR_LENGTHS[key]
+        return isinstance(value, str) and shortest <= len(value) <= longest
     return False
+
+
+def _shown(value: object) -> str:
+    """A bad value as the message shows it: never the whole of a huge or deep one."""
+    if isinstance(value, dict | list):
+        return f"(a JSON {'object' if isinstance(value, dict) else 'array'})"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 class StateFile:
@@ -207,38 +252,102 @@ class StateFile:
         self.path = path
 
     def load(self) -> dict[str, ServiceRecord]:
-        """The saved records by service name; ``{}`` when nothing was saved yet."""
-        try:
-            text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return {}
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = _reason(exc) if isinstance(exc, OSError) else "not UTF-8 text"
-            raise StateError(f"cannot read state file {self.path}: {reason}") from exc
-        try:
-            document = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise StateError(
-                # json's own words, some of which end in "at" already
-                f"state file {self.path} is corrupt: {exc.msg.removesuffix(' at')} at line"
-                f" {exc.lineno} column {exc.colno}"
-            ) from exc
-        return self._records(document)
+        """The saved records by service name; ``{}`` when nothing was saved yet.
 
-    def _records(self, document: object) -> dict[str, ServiceRecord]:
-        services = document.get("services") if isinstance(document, dict) else None
-        if not isinstance(services, list):
-            raise StateError(f"state file {self.path} is corrupt: no list of services")
-        records: dict[str, ServiceRecord] = {}
-        for entry in services:
-            if not isinstance(entry, dict):
-                raise StateError(f"state file {self.path} is corrupt: {entry!r} is not a record")
+        Raises :class:`StateCorrupt` when the file cannot be trusted, whatever is wrong with
+        it: not a regular file, too large, not UTF-8, not JSON, nested too deep, or a record
+        with a missing, mistyped or out-of-range field.
+        """
+        content = self._read()
+        if content is None:
+            return {}
+        try:
+            document = json.loads(content.decode("utf-8"), parse_constant=_refuse_constant)
+        except UnicodeDecodeError:
+            raise StateCorrupt(self.path, "not UTF-8 text", content) from None
+        except json.JSONDecodeError as exc:
+            # "Unterminated string starting at" + " at line 3" would say "at" twice
+            reason = f"{exc.msg.removesuffix(' at')} at line {exc.lineno} column {exc.colno}"
+            raise StateCorrupt(self.path, reason, content) from None
+        except RecursionError:
+            raise StateCorrupt(self.path, "nested too deeply", content) from None
+        except ValueError as exc:  # NaN, Infinity, an integer of thousands of digits
+            raise StateCorrupt(self.path, str(exc), content) from None
+        try:
+            return _records(document)
+        except ValueError as exc:
+            raise StateCorrupt(self.path, str(exc), content) from None
+
+    def _read(self) -> bytes | None:
+        """The file's bytes, or None when there is none; never follows a symlink, never
+        blocks on a FIFO, never reads more than MAX_STATE_BYTES."""
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            fd = os.open(self.path, flags)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise StateCorrupt(self.path, "a symbolic link, not a file") from None
+            raise StateError(f"cannot read state file {self.path}: {_reason(exc)}") from exc
+        try:
+            status = os.fstat(fd)
+            if not stat.S_ISREG(status.st_mode):
+                raise StateCorrupt(self.path, "not a regular file")
+            if status.st_size > MAX_STATE_BYTES:
+                raise StateCorrupt(self.path, f"larger than {MAX_STATE_BYTES >> 20} MiB")
+            content = _read_at_most(fd, MAX_STATE_BYTES + 1)
+        except OSError as exc:
+            raise StateError(f"cannot read state file {self.path}: {_reason(exc)}") from exc
+        finally:
+            os.close(fd)
+        if len(content) > MAX_STATE_BYTES:  # it grew while we looked
+            raise StateCorrupt(self.path, f"larger than {MAX_STATE_BYTES >> 20} MiB")
+        return content
+
+    def load_or_set_aside(
+        self, refind: Callable[[], Mapping[str, ServiceRecord]] | None = None
+    ) -> tuple[dict[str, ServiceRecord], SetAside | None]:
+        """The records, setting a corrupt file aside instead of refusing to go on.
+
+        A corrupt file is renamed to ``state.json.corrupt-<time>`` (kept for inspection) and
+        replaced by what could be recovered: every intact record it still held (a truncated
+        file keeps all but the last), plus what ``refind`` finds of the services by their
+        identity. Only the holder of the state directory's lock may call this: it moves and
+        writes the file.
+        """
+        try:
+            return self.load(), None
+        except StateCorrupt as exc:
+            corrupt = exc
+        kept_as = self.set_aside(corrupt)
+        records, named = salvage(corrupt.content)
+        if refind is not None:
+            records.update(refind())
+        self.save(records)
+        lost = tuple(sorted(named - set(records)))
+        return records, SetAside(self.path, kept_as, corrupt.reason, tuple(records), lost)
+
+    def set_aside(self, corrupt: StateCorrupt) -> Path:
+        """Rename the corrupt file to ``state.json.corrupt-<time>`` (never over another)."""
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        for attempt in range(1, 100):
+            suffix = "" if attempt == 1 else f"-{attempt}"
+            kept_as = self.path.with_name(f"{self.path.name}.corrupt-{stamp}{suffix}")
+            if kept_as.exists() or kept_as.is_symlink():
+                continue
             try:
-                record = ServiceRecord.from_dict(entry)
-            except ValueError as exc:
-                raise StateError(f"state file {self.path} is corrupt: {exc}") from exc
-            records[record.name] = record
-        return records
+                os.rename(self.path, kept_as)
+                with contextlib.suppress(OSError):
+                    if not kept_as.is_symlink():
+                        kept_as.chmod(0o600 if not kept_as.is_dir() else 0o700)
+            except OSError as exc:
+                raise StateError(
+                    f"state file {self.path} is corrupt ({corrupt.reason}) and cannot be moved"
+                    f" aside: {_reason(exc)}"
+                ) from exc
+            return kept_as
+        raise StateError(f"state file {self.path} is corrupt ({corrupt.reason}); too many copies")
 
     def save(self, records: Mapping[str, ServiceRecord]) -> None:
         """Replace the file atomically: a reader sees the old content or the new, never half.
@@ -286,6 +395,133 @@ def _fsync_directory(directory: Path) -> None:
             raise StateError(f"cannot sync state directory {directory}: {_reason(exc)}") from exc
     finally:
         os.close(fd)
+
+
+def _read_at_most(fd: int, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit and (chunk := os.read(fd, min(1 << 20, limit - size))):
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def _refuse_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a number svcorch writes")
+
+
+def _records(document: object) -> dict[str, ServiceRecord]:
+    """The records of a parsed document; ``ValueError`` naming the first thing wrong."""
+    services = document.get("services") if isinstance(document, dict) else None
+    if not isinstance(services, list):
+        raise ValueError("no list of services")
+    records: dict[str, ServiceRecord] = {}
+    for entry in services:
+        if not isinstance(entry, dict):
+            raise ValueError(f"{_shown(entry)} is not a record")
+        record = ServiceRecord.from_dict(entry)
+        records[record.name] = record
+    return records
+
+
+# how save() lays out one record: a record is a flat object between these two lines
+_RECORD_OPEN = b"    {"
+_RECORD_CLOSE = (b"    }", b"    },")
+
+
+def salvage(content: bytes) -> tuple[dict[str, ServiceRecord], set[str]]:
+    """Every intact, valid record of a corrupt state file's ``content``, and the name of
+    every service it mentions (so what was lost can be named).
+
+    When the JSON parses (a wrong type, a pid out of range), each valid record is kept and
+    the bad ones dropped. When it does not (truncated by a full disk, a crash, an editor),
+    the records are found line by line in the layout ``save`` writes, so all but the
+    interrupted one survive. Linear in the content, whatever it is.
+    """
+    try:
+        document = json.loads(content.decode("utf-8"), parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
+        return _salvage_lines(content)
+    services = document.get("services") if isinstance(document, dict) else None
+    entries = services if isinstance(services, list) else []
+    return _valid_records(entries), _names(entries)
+
+
+def _salvage_lines(content: bytes) -> tuple[dict[str, ServiceRecord], set[str]]:
+    entries: list[object] = []
+    named: set[str] = set()
+    block: list[bytes] | None = None
+    for line in content.split(b"\n"):
+        if line == _RECORD_OPEN:
+            block = [b"{"]
+        elif block is not None and line in _RECORD_CLOSE:
+            entries.append(_json_or_none(b"\n".join([*block, b"}"])))
+            block = None
+        elif block is not None:
+            block.append(line)
+            if line.startswith(_NAME_LINE):  # even an interrupted record may say whose it was
+                named.update(_names([{"name": _json_or_none(line[len(_NAME_LINE) :])}]))
+    return _valid_records(entries), named | _names(entries)
+
+
+_NAME_LINE = b'      "name": '
+
+
+def _json_or_none(text: bytes) -> object:
+    try:
+        return json.loads(text.rstrip(b",").decode("utf-8"), parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _names(entries: list[object]) -> set[str]:
+    return {
+        name
+        for entry in entries
+        if isinstance(entry, dict)
+        and isinstance(name := entry.get("name"), str)
+        and 0 < len(name) <= _STR_LENGTHS["name"][1]
+    }
+
+
+def _valid_records(entries: list[object]) -> dict[str, ServiceRecord]:
+    records: dict[str, ServiceRecord] = {}
+    for entry in entries:
+        if isinstance(entry, dict):
+            with contextlib.suppress(ValueError):
+                record = ServiceRecord.from_dict(entry)
+                records[record.name] = record
+    return records
+
+
+@dataclass(frozen=True)
+class SetAside:
+    """A corrupt state file was moved aside and replaced by what could be recovered."""
+
+    path: Path
+    kept_as: Path
+    reason: str
+    recovered: tuple[str, ...]  # services whose records carried on
+    lost: tuple[str, ...] = ()  # services it mentioned whose records could not be used
+
+    def message(self) -> str:
+        """One line for the user: what happened, where the file went, what carries on."""
+        head = f"state file {self.path} was corrupt ({self.reason}); kept it as {self.kept_as}"
+        if self.recovered:
+            head += f" and carried on with the records it still held ({', '.join(self.recovered)})"
+        else:
+            head += " and started a new one"
+        if self.lost:
+            return (
+                f"{head}; lost the record of {', '.join(self.lost)}: if it still runs, svcorch"
+                " no longer tracks it (see docs/operations.md)"
+            )
+        if not self.recovered:
+            return (
+                f"{head}: services it listed, if any, are no longer tracked"
+                " (see docs/operations.md)"
+            )
+        return head
 
 
 # --- the lock ------------------------------------------------------------------------------
@@ -440,6 +676,7 @@ def rotate_if_needed(log_path: Path, max_size: int, backups: int) -> bool:
 
 def _copy_then_truncate(source: Path, target: Path) -> None:
     target_fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    os.fchmod(target_fd, 0o600)  # an older generation moved here keeps its mode otherwise
     with os.fdopen(target_fd, "wb") as out, source.open("r+b") as log:
         shutil.copyfileobj(log, out)
         # a copy takes a while; pick up what services appended meanwhile, then cut at once

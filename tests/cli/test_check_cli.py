@@ -381,7 +381,7 @@ def test_wait_ends_at_once_on_a_fatal_error_with_the_servers_words(tmp_path: Pat
     assert (probe, verdict) == ("mysql", "FAIL")
     assert re.match(
         r"mysql probe mysql://root:\*\*\*@127\.0\.0\.1:3306/: fatal after 0\.\d\ds: "
-        r"\(1045, \"Access denied for user 'root'@'127\.0\.0\.1' \(using password: YES\)\"\)",
+        r"MySQL error 1045: Access denied for user 'root'@'127\.0\.0\.1' \(using password: YES\)",
         detail,
     ), detail
     assert "wrong-password" not in result.stdout

@@ -48,3 +48,24 @@ def test_graph_dot_renders_with_graphviz(tmp_path: Path) -> None:
     assert svg.stdout.count('class="node"') == len(BASE + APP)
     assert '"migrate" -> "web" [label="completed"];' in text
     assert '"mariadb-init" -> "mysql" [label="completed"];' in text
+
+
+def test_the_base_layer_restarts_on_any_exit_and_its_wrappers_exec_their_servers() -> None:
+    from svcorch import catalogue
+    from svcorch.model import Kind, RestartPolicy
+
+    loaded = catalogue.load(REPO / "services.yaml", environ={"SVCORCH_STATE_DIR": "/tmp/x"})
+    servers = [s for s in loaded.services.values() if s.name in BASE and s.kind is Kind.MANAGED]
+    assert sorted(s.name for s in servers) == ["epmd", "influxdb", "mysql", "rabbitmq", "redis"]
+    for server in servers:
+        # a server's exit 0 is an outage too: on-failure would leave it down
+        assert server.restart.policy is RestartPolicy.ALWAYS, server.name
+    wrappers = sorted((REPO / "examples" / "stack").glob("run-*.sh"))
+    assert len(wrappers) == 3
+    for wrapper in wrappers:
+        # the wrapper's process becomes the server, so svcorch sees the server's real exit
+        script = wrapper.read_text().replace("\\\n", " ")  # continuation lines joined
+        last = [line for line in script.splitlines() if line.strip()][-1]
+        assert last.startswith("exec "), (wrapper.name, last)
+    # RabbitMQ's own script execs erl only when `detached` is set; else it swallows the status
+    assert "export detached=true" in (REPO / "examples/stack/run-rabbitmq.sh").read_text()

@@ -46,6 +46,7 @@ READY = {
 }
 
 sys.path.insert(0, str(DEMO))
+TASK = "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
 
 
 # ---------------------------------------------------------------- unit tests (no servers)
@@ -55,7 +56,9 @@ def test_event_validation_accepts_a_good_event_and_names_each_bad_field() -> Non
     from bkdemo.wsgi import BadRequest, parse_event
 
     good = b'{"metric": "cpu.usage", "value": 97, "severity": "critical"}'
-    assert parse_event(good) == ("cpu.usage", 97.0, "critical")
+    assert parse_event(good) == ("cpu.usage", 97.0, "critical", None)
+    keyed = b'{"metric": "m", "value": 1, "severity": "info", "id": "%s"}' % TASK.encode()
+    assert parse_event(keyed) == ("m", 1.0, "info", TASK)
     bad = {
         b"[1]": "JSON object",
         b"{": "not JSON",
@@ -64,6 +67,7 @@ def test_event_validation_accepts_a_good_event_and_names_each_bad_field() -> Non
         b'{"metric": "m", "value": "1", "severity": "info"}': "value",
         b'{"metric": "m", "value": 1, "severity": "loud"}': "severity",
         b'{"metric": "m", "value": 1, "severity": "info", "x": 1}': "unknown fields: x",
+        b'{"metric": "m", "value": 1, "severity": "info", "id": "1"}': "id must be a UUID",
     }
     for body, reason in bad.items():
         with pytest.raises(BadRequest, match=reason):
@@ -126,6 +130,80 @@ def test_healthz_is_503_with_each_unreachable_server_named() -> None:
     assert body["reason"].startswith("mysql: (2003, ")
     assert "; broker: [Errno 111] Connection refused" in body["reason"]
     assert "s3cret" not in done.stdout + done.stderr
+
+
+POST_ONCE = """
+import io, json
+from bkdemo.celery_app import app as celery
+from bkdemo.wsgi import app
+body = json.dumps({"metric": "m", "value": 1.5, "severity": "info"}).encode()
+environ = {
+    "REQUEST_METHOD": "POST", "PATH_INFO": "/events",
+    "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body),
+}
+statuses = []
+answer = json.loads(b"".join(app(environ, lambda s, h: statuses.append(s))))
+confirmed = None
+if statuses[0].startswith("202"):
+    # the producer that published goes back to the pool and comes out again
+    with celery.producer_pool.acquire() as producer:
+        confirmed = producer.channel._confirm_selected
+print(json.dumps([statuses[0], answer, confirmed]))
+"""
+
+
+def post_once(env: dict[str, str]) -> tuple[str, dict[str, Any], bool | None]:
+    done = subprocess.run(
+        [sys.executable, "-c", POST_ONCE],
+        cwd=DEMO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    status, answer, confirmed = json.loads(done.stdout.splitlines()[-1])
+    assert "s3cret" not in done.stdout + done.stderr
+    return status, answer, confirmed
+
+
+def test_an_event_is_503_not_500_while_the_broker_is_away() -> None:
+    env = {**os.environ, "BKDEMO_AMQP_URL": f"amqp://guest:s3cret@127.0.0.1:{free_port()}//"}
+    status, answer, _ = post_once(env)
+    assert status == "503 Service Unavailable"
+    assert answer["error"].startswith("broker unavailable: OperationalError: "), answer
+    assert "Connection refused" in answer["error"]
+
+
+def test_an_event_is_accepted_only_as_a_confirmed_persistent_message_on_a_durable_queue() -> None:
+    import pika
+
+    if not port_open(5672):
+        pytest.skip("RabbitMQ is not listening on 127.0.0.1:5672")
+    prefix = f"bkdemo-test-{uuid.uuid4().hex[:10]}-"
+    env = {**os.environ, "BKDEMO_AMQP_URL": AMQP_URL, "BKDEMO_QUEUE_PREFIX": prefix}
+    queue = f"{prefix}monitor"
+    credentials = pika.PlainCredentials("guest", "guest")
+    connection = pika.BlockingConnection(
+        pika.ConnectionParameters("127.0.0.1", 5672, "/", credentials)
+    )
+    try:
+        status, answer, confirmed = post_once(env)
+        assert status == "202 Accepted", answer
+        assert confirmed is True  # the channel published in confirm mode: 202 came after the ack
+        channel = connection.channel()
+        # declaring it durable again fails (406 PRECONDITION_FAILED) unless it is durable
+        channel.queue_declare(queue, durable=True)
+        method, properties, _ = channel.basic_get(queue, auto_ack=True)
+        assert method is not None, "no message on the queue"
+        assert properties.delivery_mode == 2  # persistent
+        assert answer["task_id"] in (properties.headers or {}).get("id", "")
+    finally:
+        channel = connection.channel()
+        for name in (queue, f"{prefix}celery_resource", f"{prefix}celery"):
+            channel.queue_delete(name)
+            channel.exchange_delete(name)
+        connection.close()
 
 
 # ---------------------------------------------------------------- processes
@@ -359,6 +437,21 @@ def test_event_flows_from_web_through_worker_to_mysql_and_influx(stack: Stack) -
 
     wait_until(alert_rows, timeout=30, message="the alert row in MySQL")
     assert alert_rows() == [(metric, 97.5, "critical")]
+
+    # an event sent again with its id (a client retrying after a 503 or a timeout) is one
+    # event: one row, one point, although the worker ran it three times
+    again = f"{metric}.again"
+    keyed = {"metric": again, "value": 1.0, "severity": "info", "id": str(uuid.uuid4())}
+    for _ in range(3):
+        assert http("POST", f"{base}/events", keyed) == (202, {"task_id": keyed["id"]})
+    wait_until(
+        lambda: children["worker"].text().count(f"Task record_event[{keyed['id']}] succeeded") == 3,
+        timeout=30,
+        message="the keyed event handled three times",
+    )
+    rows = mysql_rows(database, "SELECT COUNT(*) FROM alerts WHERE task_id = %s", keyed["id"])
+    assert rows == [(1,)]
+    assert len(influx_points(env["BKDEMO_INFLUX_URL"], env["BKDEMO_INFLUX_DB"], again)) == 1
     points = wait_until(
         lambda: influx_points(env["BKDEMO_INFLUX_URL"], env["BKDEMO_INFLUX_DB"], metric),
         timeout=30,
@@ -380,7 +473,7 @@ def test_event_flows_from_web_through_worker_to_mysql_and_influx(stack: Stack) -
         return mysql_rows(database, "SELECT by_severity FROM resource_snapshots WHERE total >= 1")
 
     snapshots = wait_until(snapshot_with_alert, timeout=30, message="a resource snapshot")
-    assert json.loads(snapshots[0][0]) == {"critical": 1}
+    assert json.loads(snapshots[0][0])["critical"] == 1
     # The routes hold: each queue's worker saw only its own task.
     assert "Task refresh_resources[" in children["worker-resource"].text()
     assert "Task refresh_resources[" not in children["worker"].text()

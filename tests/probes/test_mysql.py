@@ -29,7 +29,7 @@ def test_wrong_password_is_fatal_with_the_servers_words() -> None:
     result = attempt("mysql", port=port, password="not-the-root-pw")
     assert not result.ok
     assert not result.retryable
-    assert result.detail.startswith("(1045, \"Access denied for user 'root'@")
+    assert result.detail.startswith("MySQL error 1045: Access denied for user 'root'@")
     assert "not-the-root-pw" not in result.detail
 
 
@@ -38,14 +38,15 @@ def test_unknown_database_is_fatal() -> None:
     result = attempt("mysql", port=port, database="svcorch_no_such_db")
     assert not result.ok
     assert not result.retryable
-    assert result.detail == "(1049, \"Unknown database 'svcorch_no_such_db'\")"
+    assert result.detail == "MySQL error 1049: Unknown database 'svcorch_no_such_db'"
 
 
 def test_closed_port_is_retryable() -> None:
     result = attempt("mysql", port=free_port())
     assert not result.ok
     assert result.retryable
-    assert result.detail.startswith("(2003, ")
+    assert result.detail.startswith("MySQL error 2003: Can't connect to MySQL server on ")
+    assert result.detail.endswith("(Connection refused)"), "the OS's words, not [Errno 111]"
 
 
 def test_missing_socket_is_retryable(tmp_path: Path) -> None:

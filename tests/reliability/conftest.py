@@ -1,4 +1,4 @@
-"""Hostile-condition tests drive the real `svcorch` command like tests/runtime does."""
+"""Hostile conditions, through the installed command; the Stack fixture of tests/runtime."""
 
 from __future__ import annotations
 

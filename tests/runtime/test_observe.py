@@ -38,6 +38,7 @@ def test_status_json_has_every_field_per_service(stack: Stack) -> None:
             "pid",
             "uptime",
             "restarts",
+            "restarts_total",
             "detail",
             "exit_code",
             "started_at",
@@ -122,7 +123,13 @@ def test_analyze_shows_the_critical_chain_with_start_to_ready_times(stack: Stack
 
     text = stack.ok("analyze")
     assert text.startswith(f"ready after {analysis['total']:.2f}s; the critical chain:")
-    assert [line.split()[0] for line in text.splitlines()[1:4]] == ["web", "api", "db"]
+    lines = text.splitlines()
+    assert lines[1].split() == ["SERVICE", "STARTED", "READY", "TOOK"]
+    assert [line.split()[0] for line in lines[2:5]] == ["web", "api", "db"]
+    assert re.match(r"^  web\s+\d+\.\d{3}s\s+\d+\.\d{3}s\s+\d+\.\d{3}s$", lines[2])
+    assert "slowest start -> ready:" in lines and lines[
+        lines.index("slowest start -> ready:") + 1
+    ].split() == ["SERVICE", "TOOK"]
 
     dot = stack.ok("graph", "--dot", "--timings")
     db_node = next(line for line in dot.splitlines() if line.strip().startswith('"db" ['))

@@ -129,16 +129,20 @@ def test_a_changed_secret_is_named_never_shown(stack: Stack) -> None:
 
 def test_a_copy_of_the_catalogue_cannot_restart_with_its_own_definition(stack: Stack) -> None:
     """`-f copy.yaml restart worker` once replaced the healthy worker with the copy's
-    broken definition: a restart now always runs the deployment's snapshot."""
+    broken definition: now the copy is refused (same project, another file) and the
+    running service is left as it is."""
     _catalogue(stack)
     stack.ok("up")
+    pid = stack.status()["app"]["pid"]
     copy = stack.root / "copy.yaml"
     copy.write_text(stack.file.read_text().replace("exec sleep 600", "exit 7"))
-    argv_file = stack.file
+    original = stack.file
     stack.file = Path(copy)
     try:
-        stack.ok("restart", "app")
+        refused = stack.run("restart", "app")
     finally:
-        stack.file = argv_file
+        stack.file = original
+    assert refused.returncode == 2, refused
+    assert len(refused.stderr.strip().splitlines()) == 1
     row = stack.status()["app"]
-    assert row["state"] == "ready" and row["pid"]
+    assert row["state"] == "ready" and row["pid"] == pid

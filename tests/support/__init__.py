@@ -93,3 +93,36 @@ def silent_tcp_server() -> Iterator[int]:
         for conn in accepted:
             conn.close()
         listener.close()
+
+
+@contextlib.contextmanager
+def hang_up_tcp_server(reply: bytes = b"") -> Iterator[int]:
+    """A server that answers each connection with ``reply`` and hangs up at once: with
+    ``b""`` a server that closes without a word, else one that speaks another protocol."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    port: int = listener.getsockname()[1]
+    stop = threading.Event()
+
+    def serve() -> None:
+        listener.settimeout(0.05)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with conn, contextlib.suppress(OSError):
+                conn.sendall(reply)
+                conn.shutdown(socket.SHUT_WR)  # the reply is all it says
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield port
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()

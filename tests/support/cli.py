@@ -12,7 +12,15 @@ from pathlib import Path
 SVCORCH = shutil.which("svcorch", path=os.path.dirname(sys.executable))
 
 #: variables of the developer's shell that would change what the command does
-_SCRUBBED = ("SVCORCH_FILE", "SVCORCH_STATE_DIR", "COLUMNS", "LINES", "FORCE_COLOR", "NO_COLOR")
+_SCRUBBED = (
+    "SVCORCH_FILE",
+    "SVCORCH_STATE_DIR",
+    "SVCORCH_PROJECT_NAME",
+    "COLUMNS",
+    "LINES",
+    "FORCE_COLOR",
+    "NO_COLOR",
+)
 
 
 def run_svcorch(

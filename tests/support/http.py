@@ -26,14 +26,16 @@ class Received:
 class Receiver:
     """An http.server in a thread: records every request, answers as told.
 
-    ``answers`` are statuses for the next requests, in order (then 204 for POST, 200 for
-    GET); ``get_body`` is what a GET gets back (a health page for the http probe).
+    ``answers`` are statuses for the next requests, in order (then 204 for POST,
+    ``get_status`` for GET); ``get_body`` is what a GET gets back (a health page for the http
+    probe).
     """
 
     url: str = ""
     requests: list[Received] = field(default_factory=list)
     answers: list[int] = field(default_factory=list)
     get_body: Callable[[Received], bytes] = lambda _: b"ok"
+    get_status: int = 200
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def posts(self) -> list[dict[str, object]]:
@@ -49,7 +51,7 @@ class Receiver:
             self.requests.append(request)
             status = self.answers.pop(0) if self.answers else 0
         if request.method == "GET":
-            return status or 200, self.get_body(request)
+            return status or self.get_status, self.get_body(request)
         return status or 204, b""
 
 

@@ -32,7 +32,12 @@ def record_event(self: Task, metric: str, value: float, severity: str) -> dict[s
             " VALUES (%s, %s, %s, %s, %s)",
             (task_id, metric, value, severity, now.replace(tzinfo=None)),
         )
-    timestamp_ns = int(now.timestamp()) * 1_000_000_000 + now.microsecond * 1000
+        # The point's time is the row's, whichever run stored it: InfluxDB keeps one point per
+        # series and time, so a second run rewrites the same point instead of adding one.
+        cursor.execute("SELECT created_at FROM alerts WHERE task_id = %s", (task_id,))
+        row = cursor.fetchone()
+    stored_at = row[0].replace(tzinfo=UTC) if row else now
+    timestamp_ns = int(stored_at.timestamp()) * 1_000_000_000 + stored_at.microsecond * 1000
     store.write_event(settings, store.event_line(metric, severity, value, timestamp_ns))
     return {"task_id": task_id, "metric": metric, "severity": severity}
 

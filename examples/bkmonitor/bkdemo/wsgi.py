@@ -2,6 +2,7 @@
 
 GET  /healthz       200 when this process can reach MySQL and the broker, else 503 and why
 POST /events        {"metric": str, "value": number, "severity": str} -> 202 {"task_id": ...}
+                    once the broker has confirmed the task's message; 503 while it cannot
 GET  /events/<id>   whether the event's alert row is stored yet
 """
 
@@ -14,10 +15,13 @@ from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any
 
+from amqp.exceptions import AMQPError, MessageNacked
 from kombu import Connection
+from kombu.exceptions import KombuError
 
 from bkdemo import store
-from bkdemo.celery_app import settings
+from bkdemo.celery_app import CONFIRM_TIMEOUT_SECONDS, settings
+from bkdemo.settings import redact
 from bkdemo.tasks import record_event
 
 StartResponse = Callable[[str, list[tuple[str, str]]], object]
@@ -29,8 +33,17 @@ TASK_ID = re.compile(r"^[0-9a-f-]{36}$")
 MAX_BODY = 16 * 1024
 
 
+# What publishing raises while the broker is away, restarting or refusing the message:
+# connection errors after kombu's retries, a nack, a confirm that did not come in time.
+BROKER_ERRORS = (KombuError, AMQPError, MessageNacked, OSError)
+
+
 class BadRequest(Exception):
     """The client sent something we refuse; the message goes back in the 400 body."""
+
+
+class Unavailable(Exception):
+    """A server the request needs is away; the message goes back in the 503 body."""
 
 
 def _check_mysql() -> str | None:
@@ -59,14 +72,15 @@ def healthz() -> Response:
     return HTTPStatus.OK, {"status": "ok", "mysql": "ok", "broker": "ok"}
 
 
-def parse_event(body: bytes) -> tuple[str, float, str]:
+def parse_event(body: bytes) -> tuple[str, float, str, str | None]:
+    """metric, value, severity and the client's optional event id (an idempotency key)."""
     try:
         event = json.loads(body)
     except ValueError as exc:
         raise BadRequest(f"body is not JSON: {exc}") from exc
     if not isinstance(event, dict):
         raise BadRequest("body must be a JSON object")
-    unknown = sorted(set(event) - {"metric", "value", "severity"})
+    unknown = sorted(set(event) - {"metric", "value", "severity", "id"})
     if unknown:
         raise BadRequest(f"unknown fields: {', '.join(unknown)}")
     metric, value, severity = event.get("metric"), event.get("value"), event.get("severity")
@@ -76,12 +90,24 @@ def parse_event(body: bytes) -> tuple[str, float, str]:
         raise BadRequest("value must be a finite number")
     if severity not in SEVERITIES:
         raise BadRequest(f"severity must be one of {', '.join(sorted(SEVERITIES))}")
-    return metric, float(value), severity
+    event_id = event.get("id")
+    if event_id is not None and not (isinstance(event_id, str) and TASK_ID.match(event_id)):
+        raise BadRequest("id must be a UUID like 1b4e28ba-2fa1-11d2-883f-0016d3cca427")
+    return metric, float(value), severity, event_id
 
 
 def post_event(body: bytes) -> Response:
-    metric, value, severity = parse_event(body)
-    result = record_event.delay(metric, value, severity)
+    """202 only once the broker has confirmed the message: an accepted event is on disk in a
+    durable queue. While the broker is away the client gets 503 and should send it again;
+    with the same ``id`` (the task id), however often it is sent, it is stored once."""
+    metric, value, severity, event_id = parse_event(body)
+    try:
+        result = record_event.apply_async(
+            (metric, value, severity), task_id=event_id, confirm_timeout=CONFIRM_TIMEOUT_SECONDS
+        )
+    except BROKER_ERRORS as exc:
+        text = str(exc).replace(settings.amqp_url, redact(settings.amqp_url))
+        raise Unavailable(f"broker unavailable: {type(exc).__name__}: {text}") from exc
     return HTTPStatus.ACCEPTED, {"task_id": result.id}
 
 
@@ -127,6 +153,8 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
         status, payload = route(environ)
     except BadRequest as exc:
         status, payload = HTTPStatus.BAD_REQUEST, {"error": str(exc)}
+    except Unavailable as exc:
+        status, payload = HTTPStatus.SERVICE_UNAVAILABLE, {"error": str(exc)}
     body = json.dumps(payload).encode()
     headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
     start_response(f"{status.value} {status.phrase}", headers)

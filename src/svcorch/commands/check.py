@@ -25,7 +25,7 @@ from svcorch.model import Catalogue, Kind, Service
 from svcorch.notify import HealthChange, Notifications
 from svcorch.probes import registry
 from svcorch.probes.base import Probe, ProbeContext, ProbeOptions, ProbeResult
-from svcorch.redaction import redact
+from svcorch.redaction import Redactor
 from svcorch.state import StateError, StateFile, StateLayout
 
 if TYPE_CHECKING:
@@ -196,16 +196,23 @@ def _options(service: Service) -> ProbeOptions:
     return service.ready
 
 
-def _row(service: Service, result: ProbeResult) -> CheckRow:
+def _row(service: Service, result: ProbeResult, redactor: Redactor) -> CheckRow:
+    """A result as the table, the JSON and the notifiers see it: with every secret of the
+    catalogue masked (an exec probe may echo any variable; a server, any header)."""
     options = _options(service)
     return CheckRow(
         service=service.name,
         probe=options.type,
-        target=options.target(),
+        target=redactor.text(options.target()),
         ok=result.ok,
         latency_ms=result.elapsed * 1000,
-        detail=result.detail,
+        detail=redactor.text(result.detail),
     )
+
+
+def redactor_for(catalogue: Catalogue) -> Redactor:
+    """The catalogue's secrets and those of the environment the probes run in."""
+    return Redactor.for_catalogue(catalogue, os.environ)
 
 
 def preload_clients(services: Iterable[Service]) -> None:
@@ -216,10 +223,15 @@ def preload_clients(services: Iterable[Service]) -> None:
             importlib.import_module(module)
 
 
-def _parallel(services: list[Service], attempt: Callable[[Service], ProbeResult]) -> list[CheckRow]:
+def _parallel(
+    services: list[Service],
+    attempt: Callable[[Service], ProbeResult],
+    redactor: Redactor | None = None,
+) -> list[CheckRow]:
     """Every service's ``attempt`` in its own thread; rows in the order of ``services``."""
     if not services:
         return []
+    masking = redactor or Redactor()
     preload_clients(services)
 
     def timed(service: Service) -> CheckRow:
@@ -228,10 +240,10 @@ def _parallel(services: list[Service], attempt: Callable[[Service], ProbeResult]
             result = attempt(service)
         except Exception as exc:  # a (plugin) probe's bug fails its service, not the check
             text = f"probe raised {type(exc).__name__}: {exc}"
-            result = ProbeResult.failed(redact(text, _options(service).secrets()), retryable=False)
+            result = ProbeResult.failed(text, retryable=False).scrubbed(_options(service).secrets())
         if not result.elapsed:
             result = replace(result, elapsed=time.monotonic() - started)
-        return _row(service, result)
+        return _row(service, result, masking)
 
     # a thread each, not a bounded pool: the wall time must be the slowest probe, not
     # a sum of batches (each thread mostly waits on a socket)
@@ -239,13 +251,19 @@ def _parallel(services: list[Service], attempt: Callable[[Service], ProbeResult]
         return list(pool.map(timed, services))
 
 
-def once(catalogue: Catalogue, layout: StateLayout, services: list[Service]) -> list[CheckRow]:
+def once(
+    catalogue: Catalogue,
+    layout: StateLayout,
+    services: list[Service],
+    redactor: Redactor | None = None,
+) -> list[CheckRow]:
     """One attempt of every probe, in parallel: the wall time is the slowest probe."""
     from svcorch.probes.wait import check_once
 
     return _parallel(
         services,
         lambda s: check_once(_probe_for(catalogue, layout, s), _options(s)),
+        redactor or redactor_for(catalogue),
     )
 
 
@@ -255,6 +273,7 @@ def wait(
     services: list[Service],
     timeout: timedelta | None,
     cancelled: threading.Event | None = None,
+    redactor: Redactor | None = None,
 ) -> list[CheckRow]:
     """Wait until every probe passes (or fails for good / times out), in parallel.
 
@@ -269,7 +288,7 @@ def wait(
             options = options.model_copy(update={"timeout": timeout})
         return wait_ready(_probe_for(catalogue, layout, service), options, cancelled=cancelled)
 
-    return _parallel(services, attempt)
+    return _parallel(services, attempt, redactor or redactor_for(catalogue))
 
 
 def health_changes(
@@ -318,6 +337,7 @@ class Watch:
     on_round: Callable[[int, list[CheckRow], list[HealthChange]], None]
     probe_round: Callable[[], list[CheckRow]] | None = None
     clock: Callable[[], float] = time.monotonic
+    redactor: Redactor | None = None
 
     def run(self, stop: threading.Event) -> int:
         """Rounds until ``stop`` is set; the number of rounds run."""
@@ -342,4 +362,6 @@ class Watch:
     def _round(self) -> list[CheckRow]:
         if self.probe_round is not None:
             return self.probe_round()
-        return once(self.catalogue, self.layout, self.services)
+        if self.redactor is None:
+            self.redactor = redactor_for(self.catalogue)  # once per watch, not per round
+        return once(self.catalogue, self.layout, self.services, self.redactor)

@@ -13,6 +13,7 @@ from typing import Any
 from svcorch import control
 from svcorch.errors import DaemonError
 from svcorch.state import StateLayout, StateLock, ensure_state_dir
+from svcorch.statedir import open_private
 
 START_TIMEOUT = 30.0  # adoption of many services and a slow disk can take a while
 
@@ -29,13 +30,13 @@ def running(layout: StateLayout) -> bool:
     return True
 
 
-def ensure(layout: StateLayout, file: Path, environ: Mapping[str, str]) -> None:
-    """Start a daemon for this state dir unless one answers already."""
+def ensure(layout: StateLayout, file: Path, environ: Mapping[str, str], project: str) -> None:
+    """Start a daemon of ``project`` for this state dir unless one answers already."""
     if running(layout):
         return
     ensure_state_dir(layout.root)
     _refuse_foreign_owner(layout)
-    pid = _spawn(layout, file, environ)
+    pid = _spawn(layout, file, environ, project)
     started = time.monotonic()
     delay = 0.002
     while not running(layout):
@@ -56,9 +57,11 @@ def ensure(layout: StateLayout, file: Path, environ: Mapping[str, str]) -> None:
         delay = min(delay * 2, 0.02)
 
 
-def _spawn(layout: StateLayout, file: Path, environ: Mapping[str, str]) -> int:
+def _spawn(layout: StateLayout, file: Path, environ: Mapping[str, str], project: str) -> int:
     """Start the daemon detached (double fork); its pid."""
-    with layout.daemon_log.open("ab") as daemon_log:
+    # created 0600: open() would make it 0644 under the usual umask
+    log_fd = open_private(layout.daemon_log, os.O_WRONLY | os.O_APPEND)
+    with os.fdopen(log_fd, "ab") as daemon_log:
         starter = subprocess.Popen(
             [
                 sys.executable,
@@ -69,6 +72,8 @@ def _spawn(layout: StateLayout, file: Path, environ: Mapping[str, str]) -> int:
                 str(layout.root),
                 "--file",
                 str(file.absolute()),
+                "--project",
+                project,
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,  # the intermediate says the daemon's pid here
@@ -132,7 +137,7 @@ def daemon_pid(layout: StateLayout) -> int | None:
             pid = connection.request({"op": "ping"}).get("pid")
         except (DaemonError, OSError):
             return None
-    return pid if isinstance(pid, int) else None
+    return control.valid_pid(pid)
 
 
 def wait_exit(layout: StateLayout, pid: int | None, timeout: float = 10.0) -> None:
@@ -175,6 +180,7 @@ def request(
     on_event: Callable[[dict[str, Any]], None] | None = None,
     *,
     on_accepted: Callable[[dict[str, Any]], None] | None = None,
+    on_notice: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     connection = control.connect(layout.socket)
     if connection is None:
@@ -193,7 +199,7 @@ def request(
 
     with connection:
         try:
-            return connection.request(message, event, accepted)
+            return connection.request(message, event, accepted, on_notice)
         except (DaemonError, ConnectionError) as exc:
             if heard or isinstance(exc, control.RemoteError):
                 raise

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 
 from svcorch.commands.logs import POLL_FIRST, Follower, emit_new, next_delay
 from svcorch.engine import HAS_PROCESS, Engine, Event, Outcome
-from svcorch.errors import UsageError
+from svcorch.errors import PreflightFailed, ProjectMismatch, UsageError
 from svcorch.model import Catalogue
 from svcorch.process import GroupWatchdog
+from svcorch.project import claim
 from svcorch.state import StateFile, StateLayout, StateLock, ensure_state_dir
 
 
@@ -29,6 +30,7 @@ class Hooks:
     on_line: Callable[[str, str], None]
     on_outcome: Callable[[Outcome], None]
     on_stopping: Callable[[str], None]
+    on_notice: Callable[[str], None] = lambda _: None  # a corrupt state file set aside
 
 
 def run(
@@ -37,6 +39,7 @@ def run(
     selected: set[str],
     hooks: Hooks,
     environ: dict[str, str],
+    project: str,
 ) -> int:
     ensure_state_dir(layout.root)
     lock = StateLock(layout.lock, blocking=False)
@@ -46,6 +49,9 @@ def run(
             "use `svcorch down` first, or another --state-dir"
         )
     try:
+        owner = claim(layout.root, project)
+        if owner != project:  # claimed by another project since the CLI looked
+            raise ProjectMismatch(f"{layout.root} serves project {owner!r}, not {project!r}")
         return asyncio.run(_main(catalogue, layout, selected, hooks, environ))
     finally:
         lock.release()
@@ -59,9 +65,17 @@ async def _main(
     environ: dict[str, str],
 ) -> int:
     engine = Engine(catalogue, layout, die_with_parent=True, environ=environ)
+    problems = await engine.preflight(selected)
+    if problems:
+        await engine.close()
+        raise PreflightFailed(problems)
+    # we hold the lock: a corrupt file is ours to set aside (point 1 of issue 8: `refind=`)
+    records, set_aside = StateFile(layout.state_file).load_or_set_aside()
+    if set_aside is not None:
+        hooks.on_notice(set_aside.message())
     watchdog = GroupWatchdog()
     engine.subscribe(lambda event: _guard(engine, watchdog, event))
-    engine.adopt(StateFile(layout.state_file).load())
+    engine.adopt(records)
     engine.subscribe(hooks.on_event)
     engine.start_housekeeping()
     received: list[int] = []

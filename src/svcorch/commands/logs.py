@@ -49,6 +49,7 @@ class Follower:
     path: Path
     position: int = 0
     partial: str = ""
+    written_ns: int = 0  # when the file was last written, as of the last read
 
     def start_at_end(self) -> None:
         try:
@@ -58,9 +59,10 @@ class Follower:
 
     def read_new(self) -> list[str]:
         try:
-            size = self.path.stat().st_size
+            stat = self.path.stat()
         except OSError:
             return []
+        size, self.written_ns = stat.st_size, stat.st_mtime_ns
         if size < self.position:
             self.position = 0  # rotated by truncation: the new content starts at 0
         if size == self.position:
@@ -91,13 +93,20 @@ def open_followers(
 
 
 def emit_new(followers: list[Follower], emit: Callable[[str, str], None]) -> bool:
-    """Emit what every log gained since the last call; whether there was anything."""
-    got = False
-    for follower in followers:
-        for line in follower.read_new():
-            emit(follower.service, line)
-            got = True
-    return got
+    """Emit what every log gained since the last call; whether there was anything.
+
+    Logs that gained lines in the same poll go in the order they were last written, so one
+    line here and one there come out in the order they were written, whoever is listed first.
+    """
+    batches = [
+        (f.written_ns, i, f.service, lines)
+        for i, f in enumerate(followers)
+        if (lines := f.read_new())
+    ]
+    for _, _, service, lines in sorted(batches):
+        for line in lines:
+            emit(service, line)
+    return bool(batches)
 
 
 def next_delay(delay: float, got: bool) -> float:

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from svcorch.commands import daemon
-from svcorch.state import ServiceRecord, StateFile, StateLayout
+from svcorch.state import (
+    ServiceRecord,
+    StateCorrupt,
+    StateError,
+    StateFile,
+    StateLayout,
+    StateLock,
+)
 
 if TYPE_CHECKING:
     from svcorch.graph import ServiceGraph
@@ -18,12 +25,19 @@ def run(
     layout: StateLayout,
     names: list[str],
     load: Callable[[], tuple[Catalogue, ServiceGraph]],
+    identity: Mapping[str, str],
+    *,
+    on_notice: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Rows from the daemon (which checks the names), else from the state file; ``load``
-    gives the catalogue only when the daemon is not there to ask."""
+    """Rows from the daemon (which checks the names and ``identity``: project and
+    catalogue), else from the state file; ``load`` gives the catalogue only when the daemon
+    is not there to ask. ``on_notice`` hears of a corrupt state file set aside (by the
+    daemon, or here)."""
     if daemon.running(layout):
         try:
-            result = daemon.request(layout, {"op": "status", "services": names})
+            result = daemon.request(
+                layout, {"op": "status", "services": names, **identity}, on_notice=on_notice
+            )
         except daemon.DaemonGone:
             pass  # it exited just now; the state file has its last word
         else:
@@ -31,17 +45,25 @@ def run(
             return rows
     catalogue, graph = load()
     graph.check_known(names)
-    return offline(catalogue, layout, names)
+    return offline(catalogue, layout, names, on_notice)
 
 
 def offline(
-    catalogue: Catalogue, layout: StateLayout, names: list[str], *, probe_external: bool = True
+    catalogue: Catalogue,
+    layout: StateLayout,
+    names: list[str],
+    on_notice: Callable[[str], None] | None = None,
+    *,
+    probe_external: bool = True,
 ) -> list[dict[str, Any]]:
     """Status from state.json alone: every recorded process checked by pid + create_time.
 
+    A corrupt state file is set aside first (when no other svcorch holds the state dir),
+    so `status` and `down` carry on with what it still held; ``on_notice`` hears of it.
     An external service is probed once (no daemon watches it): ``external-ok`` or
     ``external-down`` with the probe's detail. A service whose main process is gone but whose
-    process group still has members says so: ``svcorch down`` stops them."""
+    process group still has members says so: ``svcorch down`` stops them.
+    """
     from svcorch import process, replicas
     from svcorch.engine import HAS_PROCESS, State, status_of
     from svcorch.graph import ServiceGraph
@@ -50,7 +72,7 @@ def offline(
     catalogue = replicas.expand(catalogue)
     graph = ServiceGraph.from_catalogue(catalogue)
     wanted = set(graph.members(names))
-    records = StateFile(layout.state_file).load() if layout.state_file.exists() else {}
+    records = load_recovering(layout, on_notice)
     now = time.time()
     rows = []
     # states only a daemon moves on from; without one, the service is not running
@@ -83,15 +105,15 @@ def offline(
     return rows
 
 
-def leftovers(catalogue: Catalogue, layout: StateLayout) -> list[str]:
+def leftovers(
+    catalogue: Catalogue, layout: StateLayout, on_notice: Callable[[str], None] | None = None
+) -> list[str]:
     """Services with something still running that no daemon watches: a main process, or
     members of the process group of one that exited (a gunicorn's workers, a shell's child)."""
     from svcorch import process
 
-    if not layout.state_file.exists():
-        return []
     found = []
-    for name, record in StateFile(layout.state_file).load().items():
+    for name, record in load_recovering(layout, on_notice).items():
         recorded = record.process()
         if recorded is None:
             continue
@@ -110,3 +132,35 @@ def _probe_external(
 
     rows = check.once(catalogue, layout, services)
     return {row.service: (row.ok, row.detail) for row in rows}
+
+
+def load_recovering(
+    layout: StateLayout, on_notice: Callable[[str], None] | None = None
+) -> dict[str, ServiceRecord]:
+    """The state file's records; a corrupt file is set aside first, if nobody else owns
+    the state dir (only the lock's holder may move or write it).
+
+    When a daemon or a foreground up holds the lock, that one sets the file aside at its
+    next request, and this fails with one line saying so.
+    """
+    state_file = StateFile(layout.state_file)
+    try:
+        return state_file.load()
+    except StateCorrupt as exc:
+        corrupt = exc
+    lock = StateLock(layout.lock, blocking=False)
+    if not lock.try_acquire():
+        holder = lock.holder_pid()
+        raise StateError(
+            f"state file {layout.state_file} is corrupt: {corrupt.reason}; the svcorch that"
+            f" holds {layout.root} (pid {holder if holder is not None else '?'}) will set it"
+            " aside"
+        )
+    try:
+        # issue 8 point 1 (services found again by their identity) plugs in as `refind=`
+        records, set_aside = state_file.load_or_set_aside()
+    finally:
+        lock.release()
+    if set_aside is not None and on_notice is not None:
+        on_notice(set_aside.message())
+    return records

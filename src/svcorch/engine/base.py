@@ -9,18 +9,16 @@ each module can be read, and type-checked, on its own.
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from svcorch import accounts, replicas
-from svcorch.catalogue import service_environment
+from svcorch import accounts
+from svcorch.catalogue import process_environment
 from svcorch.engine.events import EventBus
 from svcorch.engine.processes import ProcessControl
-from svcorch.engine.service import LaunchSpec, Runtime, StartFailure
+from svcorch.engine.service import LaunchSpec, Restart, Runtime, StartFailure
 from svcorch.errors import ProcessError
 from svcorch.fingerprint import definition, fingerprint
 from svcorch.graph import ServiceGraph
@@ -46,6 +44,9 @@ class EngineBase:
     catalogue: Catalogue
     graph: ServiceGraph
     runtimes: dict[str, Runtime]
+    start_index: dict[str, int]  # a service's place in the graph's start order
+    holding: set[str]  # being stopped for restart_on_dependency, to wait for a dependency
+    hold_tasks: set[asyncio.Task[None]]
     bus: EventBus
     processes: ProcessControl
     probe_factory: ProbeFactory
@@ -56,18 +57,7 @@ class EngineBase:
     # -- what a service runs with ------------------------------------------------------------
 
     def environment(self, service: Service) -> dict[str, str]:
-        env = service_environment(self.catalogue, service, self.environ)
-        base, index = replicas.split(service.name)
-        env["SVCORCH_SERVICE"] = base
-        if index is not None:
-            env["SVCORCH_REPLICA"] = str(index)
-        env["SVCORCH_STATE_DIR"] = str(self.layout.root)
-        # tools installed beside svcorch (gunicorn, celery in its venv) are found first
-        bindir = str(Path(sys.executable).parent)
-        path = env.get("PATH", os.defpath)
-        if bindir not in path.split(os.pathsep):
-            env["PATH"] = bindir + os.pathsep + path
-        return env
+        return process_environment(self.catalogue, service, self.environ, self.layout.root)
 
     def placement(self, service: Service) -> tuple[Path, dict[str, str]]:
         """Where and with what environment the service's commands run."""
@@ -118,23 +108,40 @@ class EngineBase:
                 ThreadPoolExecutor(max_workers=PROBE_THREADS, thread_name_prefix="svcorch-probe")
             )
 
+    def in_start_order(self, names: Iterable[str]) -> list[str]:
+        return sorted(names, key=lambda name: self.start_index.get(name, -1))
+
     # -- declared by the scheduler -----------------------------------------------------------
 
     async def down(
-        self, names: Iterable[str], *, timeout: float | None = None, reason: str = ""
+        self,
+        names: Iterable[str],
+        *,
+        timeout: float | None = None,
+        reason: str = "",
+        hold: str | None = None,
     ) -> Outcome:
         raise NotImplementedError
 
-    def launch(self, runtime: Runtime) -> None:
+    def launch(self, runtime: Runtime, *, explicit: bool = True) -> None:
         raise NotImplementedError
 
-    async def run_managed(self, runtime: Runtime) -> None:
-        raise NotImplementedError
-
-    async def run_oneshot(self, runtime: Runtime) -> None:
+    async def await_dependencies(self, runtime: Runtime, *, block: bool) -> None:
         raise NotImplementedError
 
     # -- declared by supervision -------------------------------------------------------------
+
+    async def run_service(self, runtime: Runtime) -> None:
+        raise NotImplementedError
+
+    async def keep_up(self, runtime: Runtime, restart: Restart | None) -> None:
+        raise NotImplementedError
+
+    async def finish_oneshot(self, runtime: Runtime) -> Restart | None:
+        raise NotImplementedError
+
+    def failed_start(self, runtime: Runtime, failure: StartFailure) -> Restart | None:
+        raise NotImplementedError
 
     async def gate(self, runtime: Runtime) -> StartFailure | None:
         raise NotImplementedError
@@ -142,8 +149,8 @@ class EngineBase:
     async def wait_ready(self, runtime: Runtime, options: ProbeOptions) -> ProbeResult:
         raise NotImplementedError
 
-    async def start_failed(self, runtime: Runtime, failure: StartFailure) -> None:
+    async def supervise(self, runtime: Runtime) -> Restart | None:
         raise NotImplementedError
 
-    async def supervise(self, runtime: Runtime) -> None:
+    def follow_dependencies(self, changed: Runtime) -> None:
         raise NotImplementedError

@@ -25,6 +25,7 @@ from svcorch.engine.scheduler import Outcome, Scheduling
 from svcorch.engine.service import (
     HAS_PROCESS,
     IN_PROGRESS,
+    SERVING,
     Runtime,
     ServiceStatus,
     State,
@@ -37,6 +38,7 @@ from svcorch.graph import ServiceGraph
 from svcorch.model import Catalogue, Kind
 from svcorch.probes import registry
 from svcorch.probes.base import Probe, ProbeContext, ProbeOptions
+from svcorch.redaction import Redactor
 from svcorch.state import (
     ServiceRecord,
     StateError,
@@ -79,12 +81,16 @@ class Engine(Scheduling, Supervision):
         self.runtimes = {}
         self.state_writer = StateWriter(StateFile(layout.state_file), self.records)
         self.bus = EventBus(on_change=self.state_writer.schedule)
+        self.bus.reactions.append(self.follow_dependencies)
+        self.holding = set()
+        self.hold_tasks = set()
         self.processes = ProcessControl(
             layout, self.bus, self.specify, die_with_parent=die_with_parent
         )
         self._housekeeping: asyncio.Task[None] | None = None
         self._retiring: set[asyncio.Task[None]] = set()  # stopping services no longer listed
         self.environ = dict(os.environ if environ is None else environ)
+        self.redactor = Redactor()  # secrets: every detail passes through it (set by load)
         self.load(catalogue)  # sets catalogue and graph (built once, cycles checked once)
 
     # -- catalogue ---------------------------------------------------------------------------
@@ -95,8 +101,12 @@ class Engine(Scheduling, Supervision):
         catalogue = replicas.expand(catalogue)
         self.catalogue = catalogue
         self.graph = ServiceGraph.from_catalogue(catalogue)
+        self.start_index = {name: i for i, name in enumerate(self.graph.start_order())}
         if environ is not None:
             self.environ = dict(environ)
+        # secrets: this load's, and the earlier ones' (a running service keeps its launch env)
+        self.redactor = Redactor.for_catalogue(catalogue, self.environ).joined(self.redactor)
+        self.bus.redact = self.redactor.text
         for name, service in catalogue.services.items():
             runtime = self.runtimes.get(name)
             if runtime is None:
@@ -127,7 +137,10 @@ class Engine(Scheduling, Supervision):
         return self.bus.subscribe(callback)
 
     def records(self) -> dict[str, ServiceRecord]:
-        return {name: runtime.to_record() for name, runtime in self.runtimes.items()}
+        records = {name: runtime.to_record() for name, runtime in self.runtimes.items()}
+        for record in records.values():  # secrets: state.json and status
+            record.detail = self.redactor.text(record.detail) if record.detail else None
+        return records
 
     async def flush(self) -> None:
         """Return once state.json holds every transition made so far."""
@@ -143,11 +156,12 @@ class Engine(Scheduling, Supervision):
         """Take over services a previous daemon started that are still alive."""
         self.probe_pool()
         adopted = []
-        for name, saved in records.items():
-            runtime = self.runtimes.get(name)
-            if runtime is None:
-                continue
+        # in start order, so a dependency is ready again before what stands on it is judged
+        for name in self.in_start_order(n for n in records if n in self.runtimes):
+            saved = records[name]
+            runtime = self.runtimes[name]
             runtime.restarts = saved.restarts
+            runtime.restarts_total = max(saved.restarts_total, saved.restarts)
             runtime.generation = saved.generation
             runtime.started_at = saved.started_at
             runtime.ready_at = saved.ready_at
@@ -160,7 +174,7 @@ class Engine(Scheduling, Supervision):
             if process.is_same_process(recorded):
                 runtime.record = recorded
                 runtime.exited = self.processes.watch_exit(recorded, popen=None)
-                was_ready = saved.state in (State.READY.value, State.UNREADY.value)
+                was_ready = saved.state in {s.value for s in SERVING | {State.DEGRADED}}
                 runtime.task = asyncio.get_running_loop().create_task(
                     self.guarded(runtime, self._supervise_adopted(runtime, was_ready))
                 )
@@ -175,17 +189,17 @@ class Engine(Scheduling, Supervision):
     async def _supervise_adopted(self, runtime: Runtime, was_ready: bool) -> None:
         if runtime.service.kind is Kind.ONESHOT:
             self.bus.set(runtime, State.RUNNING, "adopted")
-            await self.finish_oneshot(runtime)
+            await self.keep_up(runtime, await self.finish_oneshot(runtime))
             return
         if was_ready:
-            self.bus.set(runtime, State.READY, "adopted")
+            self.bus.set(runtime, State.READY, "adopted")  # degraded at once if it should be
         else:
             self.bus.set(runtime, State.STARTING, "adopted; probing again")
             failure = await self.gate(runtime)
             if failure is not None:
-                await self.start_failed(runtime, failure)
+                await self.keep_up(runtime, self.failed_start(runtime, failure))
                 return
-        await self.supervise(runtime)
+        await self.keep_up(runtime, await self.supervise(runtime))
 
     # -- the deployment snapshot -------------------------------------------------------------
 
@@ -285,6 +299,10 @@ class Engine(Scheduling, Supervision):
             self._housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._housekeeping
+        for hold in list(self.hold_tasks):
+            hold.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await hold
         for runtime in self.runtimes.values():
             if runtime.task is not None and not runtime.task.done():
                 runtime.task.cancel()

@@ -50,17 +50,19 @@ class ProcessControl:
     async def spawn(self, runtime: Runtime, state: State) -> StartFailure | None:
         """Spawn the service's process and enter ``state``; None, or why it could not."""
         service = runtime.service
+        log_path = self.layout.service_log(runtime.name)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        # where this start's output begins, before anything can fail: a failure's log tail
+        # shows this start's lines only, none of the previous run's
+        try:
+            runtime.log_offset = log_path.stat().st_size
+        except FileNotFoundError:
+            runtime.log_offset = 0
         if service.ports:
             try:
                 await asyncio.to_thread(process.check_ports_free, runtime.name, service.ports)
             except ProcessError as exc:
                 return StartFailure(str(exc), final=True)
-        log_path = self.layout.service_log(runtime.name)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            runtime.log_offset = log_path.stat().st_size
-        except FileNotFoundError:
-            runtime.log_offset = 0
         if runtime.spec is None:
             try:
                 runtime.spec = self.specify(service)
@@ -156,14 +158,22 @@ class ProcessControl:
         """Anything of this service's is still there to stop."""
         return runtime.record is not None and (runtime.alive or self.group_left(runtime))
 
-    async def stop(self, runtime: Runtime, *, reason: str, timeout: float | None = None) -> None:
-        """stop.command, then the signal to the group, SIGKILL at the one deadline."""
+    async def stop(
+        self,
+        runtime: Runtime,
+        *,
+        reason: str,
+        timeout: float | None = None,
+        level: int | None = None,
+    ) -> None:
+        """stop.command, then the signal to the group, SIGKILL at the one deadline.
+        ``level``: how loud the stop is in the log (a liveness restart is a warning)."""
         record = runtime.record
         assert record is not None
         spec = runtime.service.stop
         limit = spec.timeout.total_seconds() if timeout is None else timeout
         deadline = time.monotonic() + limit
-        self.bus.set(runtime, State.STOPPING, reason)
+        self.bus.set(runtime, State.STOPPING, reason, level=level)
         if spec.command is not None and runtime.alive:
             await self._run_stop_command(runtime, deadline)
         try:

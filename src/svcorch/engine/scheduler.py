@@ -12,21 +12,21 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Coroutine, Iterable
+from collections.abc import Collection, Coroutine, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from svcorch import preflight
 from svcorch.engine.base import EngineBase
 from svcorch.engine.service import (
     SETTLED_BAD,
     SETTLED_OK,
     Blocked,
     Runtime,
-    StartFailure,
     State,
     condition_met,
     dependency_failed,
-    describe_exit,
+    unmet,
     waiting_detail,
 )
 from svcorch.model import Kind
@@ -49,12 +49,18 @@ class Outcome:
 
     action: str
     ok: bool
-    done: tuple[str, ...] = ()  # ready/completed (up) or stopped (down)
+    done: tuple[str, ...] = ()  # ready/completed (up), stopped (down), restarted (restart)
     already: tuple[str, ...] = ()  # left alone: already in the wanted state
     failed: tuple[Failure, ...] = ()
     blocked: tuple[str, ...] = ()
     pending: tuple[str, ...] = ()  # still starting when up returned on a failure
     elapsed: float = 0.0
+    # each selected service's state when the outcome was made (after a rollback)
+    states: tuple[tuple[str, str], ...] = ()
+    running: tuple[str, ...] = ()  # every service with a process left: what `down` would stop
+    rollback: bool = False  # asked to stop what it started, should it fail
+    rolled_back: tuple[str, ...] = ()  # started by this up, stopped again by --rollback
+    dependencies_started: tuple[str, ...] = ()  # restart: what they needed that was down
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -69,6 +75,11 @@ class Outcome:
             "blocked": list(self.blocked),
             "pending": list(self.pending),
             "elapsed": round(self.elapsed, 3),
+            "states": dict(self.states),
+            "running": list(self.running),
+            "rollback": self.rollback,
+            "rolled_back": list(self.rolled_back),
+            "dependencies_started": list(self.dependencies_started),
         }
 
 
@@ -91,6 +102,7 @@ class Scheduling(EngineBase):
                 already.append(name)
             elif not runtime.busy():
                 runtime.spec = None  # an explicit start: what it runs comes from the snapshot
+                runtime.restarts = 0  # restarts count from the up that started it
                 self.launch(runtime)
                 launched.append(name)
             # else: another up (or a restart) is bringing it up already; wait for it too
@@ -112,6 +124,8 @@ class Scheduling(EngineBase):
             )
 
         await self.bus.wait_for(settled)
+        # what waits on a failed dependency is blocked at its next wake-up: report it so
+        await self.bus.wait_for(lambda: not any(self._doomed(n) for n in selected))
         failed = [
             n
             for n in selected
@@ -119,61 +133,125 @@ class Scheduling(EngineBase):
         ]
         stopped = [n for n in selected if interrupted(n)]
         blocked = [n for n in selected if self.runtimes[n].state is State.BLOCKED]
-        pending = [
-            n
-            for n in selected
-            if self.runtimes[n].state not in SETTLED_OK | SETTLED_BAD and n not in stopped
-        ]
+        failures = tuple(self.failure(self.runtimes[n]) for n in failed) + tuple(
+            Failure(n, "stopped while starting (a down or restart)") for n in stopped
+        )
+        ok = not failed and not stopped and not blocked and not self._pending(selected, stopped)
+        rolled_back: tuple[str, ...] = ()
+        if rollback and not ok:
+            rolled_back = (await self.down(launched)).done
         ready_before = set(already)
         done = [
             n for n in selected if n not in ready_before and self.runtimes[n].state in SETTLED_OK
         ]
-        outcome = Outcome(
+        return Outcome(
             action="up",
-            ok=not failed and not stopped and not blocked and not pending,
+            ok=ok,
             done=tuple(done),
             already=tuple(already),
-            failed=tuple(self.failure(self.runtimes[n]) for n in failed)
-            + tuple(Failure(n, "stopped while starting (a down or restart)") for n in stopped),
+            failed=failures,
             blocked=tuple(blocked),
-            pending=tuple(pending),
+            pending=tuple(self._pending(selected, stopped)),
             elapsed=time.monotonic() - started,
+            states=tuple((n, self.runtimes[n].state.value) for n in selected),
+            running=self.running_services(),
+            rollback=rollback,
+            rolled_back=rolled_back,
         )
-        if rollback and not outcome.ok:
-            await self.down(launched)
-        return outcome
 
-    def launch(self, runtime: Runtime) -> None:
-        """An explicit start: a fresh restart budget, then wait for the dependencies."""
+    def _pending(self, selected: list[str], stopped: list[str]) -> list[str]:
+        """Still on their way up: the daemon carries on with them after the up returns."""
+        return [
+            n
+            for n in selected
+            if self.runtimes[n].state not in SETTLED_OK | SETTLED_BAD | {State.STOPPED}
+            and n not in stopped
+        ]
+
+    def _doomed(self, name: str) -> bool:
+        """Waiting for a dependency that has failed: it becomes blocked when it wakes."""
+        runtime = self.runtimes[name]
+        if runtime.state is not State.WAITING:
+            return False
+        return any(
+            not condition_met(self.runtimes[d], e.condition) and dependency_failed(self.runtimes[d])
+            for d, e in runtime.service.depends_on.items()
+        )
+
+    def running_services(self) -> tuple[str, ...]:
+        """Every service with a process, or on its way to one: what a `down` would stop."""
+        return tuple(
+            n
+            for n in self.graph.start_order()
+            if self.runtimes[n].service.kind is not Kind.EXTERNAL
+            and (self.runtimes[n].alive or self.runtimes[n].busy())
+        )
+
+    async def preflight(
+        self, names: Iterable[str], *, restarting: Collection[str] = ()
+    ) -> list[str]:
+        """What would make starting ``names`` fail for certain (``svcorch.preflight``): for
+        each one an up would start, or ``restarting`` (stopped first, so the ports they hold
+        are theirs)."""
+        launches = []
+        for name in self.graph.subgraph(names).start_order():
+            runtime = self.runtimes[name]
+            if runtime.service.kind is Kind.EXTERNAL:
+                continue
+            if name not in restarting and (runtime.state in SETTLED_OK or runtime.busy()):
+                continue  # left alone by the up
+            cwd, env = self.placement(runtime.service)
+            launches.append(preflight.Launch(runtime.service, cwd, env))
+        own = {
+            record.pgid
+            for name in restarting
+            if (record := self.runtimes[name].record) is not None and self.runtimes[name].alive
+        }
+        return await asyncio.to_thread(preflight.problems, launches, own_groups=own)
+
+    def launch(self, runtime: Runtime, *, explicit: bool = True) -> None:
+        """Bring a service up once its dependencies are in their conditions.
+
+        ``explicit`` (an up or restart): a fresh restart budget, and a dependency that fails
+        meanwhile blocks it. Otherwise (a dependent paused for ``restart_on_dependency``) it
+        keeps its budget and waits through its dependency's failures for it to come back.
+        """
         runtime.generation += 1
-        runtime.restart_times.clear()
-        runtime.consecutive_failures = 0
+        if explicit:
+            runtime.restart_times.clear()
+            runtime.consecutive_failures = 0
         runtime.paused_by = None
         loop = asyncio.get_running_loop()
         if runtime.state is State.STOPPING:
             # a down is stopping it right now: start again once that stop is over
             runtime.task = loop.create_task(
-                self.guarded(runtime, self._bring_up_after_stop(runtime))
+                self.guarded(runtime, self._bring_up_after_stop(runtime, explicit))
             )
             return
-        self.bus.set(runtime, State.WAITING, waiting_detail(runtime.service))
-        runtime.task = loop.create_task(self.guarded(runtime, self._bring_up(runtime)))
+        self._wait(runtime)
+        runtime.task = loop.create_task(self.guarded(runtime, self._bring_up(runtime, explicit)))
 
-    async def _bring_up_after_stop(self, runtime: Runtime) -> None:
+    def _wait(self, runtime: Runtime) -> None:
+        self.bus.set(runtime, State.WAITING, waiting_detail(runtime, unmet(runtime, self.runtimes)))
+
+    async def _bring_up_after_stop(self, runtime: Runtime, explicit: bool) -> None:
         await self.bus.wait_for(lambda: runtime.state is not State.STOPPING)
-        self.bus.set(runtime, State.WAITING, waiting_detail(runtime.service))
-        await self._bring_up(runtime)
+        self._wait(runtime)
+        await self._bring_up(runtime, explicit)
 
     def failure(self, runtime: Runtime) -> Failure:
-        return Failure(runtime.name, runtime.detail, tuple(self.log_tail(runtime.name)))
+        return Failure(runtime.name, runtime.detail, tuple(self.log_tail(runtime)))
 
-    def log_tail(self, name: str, lines: int = LOG_TAIL_LINES) -> list[str]:
-        path = self.layout.service_log(name)
+    def log_tail(self, runtime: Runtime, lines: int = LOG_TAIL_LINES) -> list[str]:
+        """The last lines its log got since its last start (``log_offset``), never older
+        ones: the previous run's last words would pass for this run's."""
+        path = self.layout.service_log(runtime.name)
         try:
             with path.open("rb") as handle:
-                handle.seek(0, os.SEEK_END)
-                size = handle.tell()
-                handle.seek(max(0, size - 64 * 1024))
+                size = handle.seek(0, os.SEEK_END)
+                # a rotation (truncation) since the start: all there is is this run's
+                begin = runtime.log_offset if runtime.log_offset <= size else 0
+                handle.seek(max(begin, size - 64 * 1024))
                 text = handle.read().decode("utf-8", "replace")
         except OSError:
             return []
@@ -193,39 +271,34 @@ class Scheduling(EngineBase):
                 log.exception("%s: stopping it after the error failed too", runtime.name)
             self.bus.set(runtime, State.FAILED, f"internal error: {type(exc).__name__}: {exc}")
 
-    async def _bring_up(self, runtime: Runtime) -> None:
+    async def _bring_up(self, runtime: Runtime, explicit: bool) -> None:
         try:
-            await self._dependencies_met(runtime)
+            await self.await_dependencies(runtime, block=explicit)
         except Blocked as exc:
             self.bus.set(runtime, State.BLOCKED, str(exc))
             return
-        kind = runtime.service.kind
-        if kind is Kind.EXTERNAL:
+        if runtime.service.kind is Kind.EXTERNAL:
             await self._probe_external(runtime)
-        elif kind is Kind.ONESHOT:
-            await self.run_oneshot(runtime)
         else:
-            await self.run_managed(runtime)
+            await self.run_service(runtime)
 
-    async def _dependencies_met(self, runtime: Runtime) -> None:
-        edges = [(self.runtimes[d], e.condition) for d, e in runtime.service.depends_on.items()]
+    async def await_dependencies(self, runtime: Runtime, *, block: bool) -> None:
+        """Return once every dependency is in its condition. ``block``: raise ``Blocked``
+        instead as soon as one has failed (an up reports it rather than wait forever)."""
         blocker: list[str] = []
 
         def ready_or_blocked() -> bool:
-            for dependency, condition in edges:
-                if condition_met(dependency, condition):
-                    continue
-                if dependency_failed(dependency):
-                    blocker.append(f"dependency {dependency.name} is {dependency.state.value}")
-                    return True
-                return False
-            return True
+            lacking = unmet(runtime, self.runtimes)
+            if block:
+                for dependency in lacking:
+                    if dependency_failed(dependency):
+                        blocker.append(f"dependency {dependency.name} is {dependency.state.value}")
+                        return True
+            return not lacking
 
         await self.bus.wait_for(ready_or_blocked)
         if blocker:
             raise Blocked(blocker[0])
-
-    # -- the three kinds ---------------------------------------------------------------------
 
     async def _probe_external(self, runtime: Runtime) -> None:
         options = runtime.service.ready
@@ -237,39 +310,22 @@ class Scheduling(EngineBase):
         else:
             self.bus.set(runtime, State.FAILED, result.detail)
 
-    async def run_oneshot(self, runtime: Runtime) -> None:
-        failure = await self.processes.spawn(runtime, State.RUNNING)
-        if failure is not None:
-            await self.start_failed(runtime, failure)
-            return
-        await self.finish_oneshot(runtime)
-
-    async def finish_oneshot(self, runtime: Runtime) -> None:
-        assert runtime.exited is not None
-        code = await runtime.exited
-        runtime.record_exit(code)
-        await self.processes.reap_group(runtime)
-        if code == 0:
-            self.bus.set(runtime, State.COMPLETED, "exited 0")
-        else:
-            await self.start_failed(runtime, StartFailure(f"exited with {describe_exit(code)}"))
-
-    async def run_managed(self, runtime: Runtime) -> None:
-        failure = await self.processes.spawn(runtime, State.STARTING)
-        if failure is None:
-            failure = await self.gate(runtime)
-        if failure is not None:
-            await self.start_failed(runtime, failure)
-            return
-        await self.supervise(runtime)
-
     # -- down --------------------------------------------------------------------------------
 
     async def down(
-        self, names: Iterable[str], *, timeout: float | None = None, reason: str = ""
+        self,
+        names: Iterable[str],
+        *,
+        timeout: float | None = None,
+        reason: str = "",
+        hold: str | None = None,
     ) -> Outcome:
         """Stop ``names`` (already closed over their dependents), dependents first;
-        ``reason`` is the detail of their ``stopping`` events."""
+        ``reason`` is the detail of their ``stopping`` events.
+
+        ``hold``: stopped only while that dependency is away (``restart_on_dependency``);
+        each keeps ``paused_by`` so that an up waiting for it knows it will come back.
+        """
         started = time.monotonic()
         selected = [n for n in self.graph.subgraph(names).stop_order()]
         tasks: dict[str, asyncio.Future[bool]] = {}
@@ -279,7 +335,7 @@ class Scheduling(EngineBase):
             waits = [tasks[d] for d in self.graph.dependents(name) if d in tasks]
             if waits:
                 await asyncio.wait(waits)
-            return await self._stop(self.runtimes[name], timeout, reason)
+            return await self._stop(self.runtimes[name], timeout, hold, reason)
 
         for name in selected:  # dependents come first, so their futures exist already
             tasks[name] = loop.create_task(stop_after_dependents(name))
@@ -304,8 +360,12 @@ class Scheduling(EngineBase):
             elapsed=time.monotonic() - started,
         )
 
-    async def _stop(self, runtime: Runtime, timeout: float | None, reason: str = "") -> bool:
+    async def _stop(
+        self, runtime: Runtime, timeout: float | None, hold: str | None, reason: str = ""
+    ) -> bool:
         """Stop one service; False when there was nothing to stop."""
+        # stopped on purpose (no hold): no return of a dependency resumes it
+        runtime.paused_by = hold
         task = runtime.task
         if task is not None and not task.done() and task is not asyncio.current_task():
             task.cancel()
@@ -313,7 +373,6 @@ class Scheduling(EngineBase):
                 await task
         if runtime.task is task:
             runtime.task = None
-        runtime.paused_by = None  # stopped on purpose: no restart of a dependency resumes it
         if runtime.service.kind is Kind.EXTERNAL:
             was = runtime.state
             if was is not State.STOPPED:
@@ -324,6 +383,7 @@ class Scheduling(EngineBase):
                 keep = runtime.detail if runtime.state in SETTLED_BAD else ""
                 self.bus.set(runtime, State.STOPPED, keep)
             return False  # nothing was running
+        reason = reason or (f"{hold} is down (restart_on_dependency)" if hold else "")
         await self.processes.stop(runtime, reason=reason, timeout=timeout)
         self.bus.set(runtime, State.STOPPED, runtime.detail)
         return True
@@ -339,4 +399,12 @@ class Scheduling(EngineBase):
         for name in closure:
             self.runtimes[name].restart_times.clear()
         outcome = await self.up(self.graph.select_up(closure))
-        return replace(outcome, action="restart", elapsed=stopped.elapsed + outcome.elapsed)
+        # the dependencies left running were not restarted: they are no news
+        return replace(
+            outcome,
+            action="restart",
+            done=tuple(n for n in outcome.done if n in closure),
+            already=(),
+            dependencies_started=tuple(n for n in outcome.done if n not in closure),
+            elapsed=stopped.elapsed + outcome.elapsed,
+        )

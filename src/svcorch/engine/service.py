@@ -30,6 +30,7 @@ class State(StrEnum):
     STARTING = "starting"  # spawned, readiness probe running
     READY = "ready"
     UNREADY = "unready"  # ready before, liveness failing now (below the threshold)
+    DEGRADED = "degraded"  # running, but a dependency is no longer in its condition
     RUNNING = "running"  # a oneshot that has not exited yet
     COMPLETED = "completed"  # a oneshot that exited 0
     PROBING = "probing"  # an external service being waited for
@@ -43,10 +44,15 @@ class State(StrEnum):
 
 SETTLED_OK = frozenset({State.READY, State.UNREADY, State.COMPLETED})
 SETTLED_BAD = frozenset({State.FAILED, State.FATAL, State.BLOCKED, State.EXITED})
+# DEGRADED is in progress: an up waits for it to be ready again, and never starts it twice
 IN_PROGRESS = frozenset(
-    {State.WAITING, State.STARTING, State.RUNNING, State.PROBING, State.BACKOFF}
+    {State.WAITING, State.STARTING, State.RUNNING, State.PROBING, State.BACKOFF, State.DEGRADED}
 )
-HAS_PROCESS = frozenset({State.STARTING, State.READY, State.UNREADY, State.RUNNING, State.STOPPING})
+HAS_PROCESS = frozenset(
+    {State.STARTING, State.READY, State.UNREADY, State.DEGRADED, State.RUNNING, State.STOPPING}
+)
+# what a dependency failing under it turns into DEGRADED
+SERVING = frozenset({State.READY, State.UNREADY})
 
 
 @dataclass(frozen=True)
@@ -77,7 +83,8 @@ class Runtime:
     started_at: float | None = None
     ready_at: float | None = None
     exited_at: float | None = None
-    restarts: int = 0
+    restarts: int = 0  # since the up that started it
+    restarts_total: int = 0  # over the state directory's life
     restart_times: deque[float] = field(default_factory=deque)
     consecutive_failures: int = 0
     generation: int = 0
@@ -87,6 +94,9 @@ class Runtime:
     paused_by: str | None = None  # stopped while this dependency restarts; resumed after it
     spec: LaunchSpec | None = None  # what it runs; None: resolved afresh at the next spawn
     fingerprint: str | None = None  # of what runs now (kept in state.json for adoption)
+    # resolved (with why) when a dependency leaves its condition while this one starts
+    dependency_lost: asyncio.Future[str] | None = None
+    degraded_by: tuple[str, ...] = ()  # the dependencies it lost since it was last ready
 
     @property
     def alive(self) -> bool:
@@ -116,6 +126,7 @@ class Runtime:
             exited_at=self.exited_at,
             exit_code=self.exit_code,
             restarts=self.restarts,
+            restarts_total=self.restarts_total,
             detail=self.detail or None,
             generation=self.generation,
             fingerprint=self.fingerprint,
@@ -125,10 +136,21 @@ class Runtime:
 @dataclass(frozen=True)
 class StartFailure:
     """Why a start failed; ``final`` when retrying cannot help (a port held by another
-    process, a program that does not exist, wrong credentials): no backoff, fail now."""
+    process, a program that does not exist, wrong credentials): no backoff, fail now.
+    ``held`` when it was no failure of its own: a dependency went away while it started."""
 
     reason: str
     final: bool = False
+    held: bool = False
+
+
+@dataclass(frozen=True)
+class Restart:
+    """A service ended and will be started again. ``counted``: spent from its restart budget
+    (with backoff); a service that only waits for a dependency spends nothing."""
+
+    reason: str
+    counted: bool = True
 
 
 class Blocked(Exception):
@@ -143,16 +165,35 @@ def condition_met(dependency: Runtime, condition: Condition) -> bool:
             return state in (State.RUNNING, State.COMPLETED)
         return state is State.COMPLETED
     if condition is Condition.STARTED:
-        return state in (State.STARTING, State.READY, State.UNREADY)
-    return state in (State.READY, State.UNREADY)
+        return state in (State.STARTING, State.READY, State.UNREADY, State.DEGRADED)
+    # a degraded dependency is not ready: what stands on it is degraded too, and waits
+    return state in SERVING
+
+
+def unmet(runtime: Runtime, runtimes: dict[str, Runtime]) -> list[Runtime]:
+    """The dependencies of ``runtime`` not in the condition its edge to them asks for."""
+    return [
+        runtimes[name]
+        for name, edge in runtime.service.depends_on.items()
+        if name in runtimes and not condition_met(runtimes[name], edge.condition)
+    ]
+
+
+def lost_detail(dependencies: list[Runtime]) -> str:
+    """What a degraded service says: ``rabbitmq is down``, ``web is degraded``."""
+    return "; ".join(
+        f"{d.name} is {'degraded' if d.state is State.DEGRADED else 'down'}" for d in dependencies
+    )
 
 
 def dependency_failed(dependency: Runtime) -> bool:
     return dependency.state in SETTLED_BAD or dependency.state is State.STOPPED
 
 
-def waiting_detail(service: Service) -> str:
-    needs = [f"{d} {e.condition.value}" for d, e in service.depends_on.items()]
+def waiting_detail(runtime: Runtime, dependencies: list[Runtime]) -> str:
+    """``for rabbitmq ready, migrate completed``: the dependencies it still waits for."""
+    edges = runtime.service.depends_on
+    needs = [f"{d.name} {edges[d.name].condition.value}" for d in dependencies]
     return ("for " + ", ".join(needs)) if needs else ""
 
 
@@ -168,6 +209,7 @@ class ServiceStatus:
     restarts: int
     detail: str
     exit_code: int | None = None
+    restarts_total: int = 0
     started_at: float | None = None
     ready_at: float | None = None
 
@@ -179,6 +221,7 @@ class ServiceStatus:
             "pid": self.pid,
             "uptime": None if self.uptime is None else round(self.uptime, 3),
             "restarts": self.restarts,
+            "restarts_total": self.restarts_total,
             "detail": self.detail,
             "exit_code": self.exit_code,
             "started_at": self.started_at,
@@ -193,7 +236,7 @@ def status_of(service: Service, record: ServiceRecord, now: float, *, alive: boo
     if kind is Kind.EXTERNAL:
         shown = {"ready": "external-ok", "failed": "external-down"}.get(state, state)
     elif state == State.EXITED.value:
-        shown = f"exited({record.exit_code if record.exit_code is not None else '?'})"
+        shown = f"exited({exit_status(record.exit_code)})"
     else:
         shown = state
     uptime = None
@@ -206,6 +249,7 @@ def status_of(service: Service, record: ServiceRecord, now: float, *, alive: boo
         pid=record.pid if alive else None,
         uptime=uptime,
         restarts=record.restarts,
+        restarts_total=max(record.restarts_total, record.restarts),
         detail=record.detail or "",
         exit_code=record.exit_code,
         started_at=record.started_at,
@@ -213,15 +257,30 @@ def status_of(service: Service, record: ServiceRecord, now: float, *, alive: boo
     )
 
 
-def describe_exit(code: int | None) -> str:
+def signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def exit_status(code: int | None) -> str:
+    """The short form status shows in ``exited(...)``: ``3``, ``SIGKILL``, ``?``."""
     if code is None:
-        return "an unknown status (not our child)"
+        return "?"
+    return signal_name(-code) if code < 0 else str(code)
+
+
+def describe_exit(code: int | None) -> str:
+    """How a process ended, in words: ``exited with code 3``, ``killed by SIGKILL``."""
+    if code is None:
+        return "exited with an unknown status (not our child)"
     if code < 0:
-        try:
-            return f"signal {signal.Signals(-code).name}"
-        except ValueError:
-            return f"signal {-code}"
-    return f"code {code}"
+        return f"killed by {signal_name(-code)}"
+    if code > 128 and code - 128 < signal.NSIG:
+        # a shell that waited for its child reports a signal as 128 + its number
+        return f"exited with code {code} (128 + {signal_name(code - 128)})"
+    return f"exited with code {code}"
 
 
 def monotonic_of(wall: float | None) -> float:

@@ -4,6 +4,9 @@ Retryable: refused, reset, timeouts, a handshake the broker closes while booting
 closing with CONNECTION_FORCED, a queue not declared yet (a worker that starts later may
 declare it). Fatal: login refused (ACCESS_REFUSED), unknown or forbidden vhost (NOT_ALLOWED),
 access to the queue refused.
+
+Details are sentences with the broker's own words where it said some, never pika's reprs
+(``Timeout during AMQP handshake'127.0.0.1'/(<AddressFamily.AF_INET: 2>, ...``).
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from svcorch.probes.base import (
     ProbeType,
     UrlOrPartsOptions,
     bounded_check,
-    error_text,
+    error_chain,
+    network_words,
     remaining,
     split_server_url,
 )
@@ -86,9 +90,6 @@ class AmqpOptions(UrlOrPartsOptions):
         user = quote(point.user, safe="")
         return f"{scheme}://{user}:***@{host}:{point.port}/{quote(point.vhost, safe='')}"
 
-    def secrets(self) -> list[str]:
-        return [*super().secrets(), self.endpoint().password]
-
 
 def parse_amqp_url(url: str) -> AmqpEndpoint:
     """``amqp://user:pw@host:port/vhost`` -> endpoint. An empty path is the vhost ``/``."""
@@ -116,11 +117,12 @@ class AmqpProbe:
         import pika
 
         # pika logs each failed connect at ERROR; with no handler configured, Python would
-        # print them to stderr. Records still reach any handler the application installs.
+        # print them to stderr. (svcorch's CLI and daemon drop them too: see logconfig.)
         logging.getLogger("pika").addHandler(logging.NullHandler())
         connection: pika.BlockingConnection | None = None
+        timeout = remaining(stop_at)
         try:
-            connection = pika.BlockingConnection(self._parameters(stop_at))
+            connection = pika.BlockingConnection(self._parameters(timeout))
             channel = connection.channel()
             if self.options.queue is not None:
                 declared = channel.queue_declare(self.options.queue, passive=True)
@@ -128,17 +130,16 @@ class AmqpProbe:
                 return ProbeResult.passed(f"queue {self.options.queue!r}: {count} messages")
             return ProbeResult.passed("connection and channel open")
         except Exception as exc:  # pika raises from many layers; each is judged below
-            return self._judge(exc)
+            return self._judge(exc, timeout)
         finally:
             _close(connection)
 
-    def _parameters(self, stop_at: float) -> pika.ConnectionParameters:
+    def _parameters(self, timeout: float) -> pika.ConnectionParameters:
         import ssl
 
         import pika
 
         point = self.options.endpoint()
-        timeout = remaining(stop_at)
         return pika.ConnectionParameters(
             host=point.host,
             port=point.port,
@@ -154,7 +155,7 @@ class AmqpProbe:
             blocked_connection_timeout=timeout,
         )
 
-    def _judge(self, exc: Exception) -> ProbeResult:
+    def _judge(self, exc: Exception, timeout: float) -> ProbeResult:
         from pika import exceptions as pika_errors
 
         if isinstance(exc, pika_errors.ChannelClosedByBroker):
@@ -168,31 +169,52 @@ class AmqpProbe:
         if isinstance(exc, pika_errors.ConnectionClosedByBroker):
             words = f"{exc.reply_text} ({exc.reply_code})"
             return ProbeResult.failed(words, retryable=exc.reply_code not in FATAL_REPLY_CODES)
+        chain = error_chain(exc)
         fatal = (
             pika_errors.ProbableAuthenticationError,
             pika_errors.ProbableAccessDeniedError,
             pika_errors.AuthenticationError,
         )
-        return ProbeResult.failed(_broker_words(exc), retryable=not isinstance(exc, fatal))
+        retryable = not any(isinstance(error, fatal) for error in chain)
+        return ProbeResult.failed(_sentence(chain, timeout), retryable=retryable)
 
 
-def _broker_words(exc: BaseException) -> str:
-    """The broker's own reply when pika quotes it, else the innermost wrapped error's words.
+def _sentence(chain: list[BaseException], timeout: float) -> str:
+    """What went wrong, from pika's nest of errors (AMQPConnectionError >
+    AMQPConnectionWorkflowFailed > AMQPConnectorSocketConnectError > ConnectionRefusedError),
+    whose outer layers say nothing and whose reprs are no reading for people."""
+    from pika import exceptions as pika_errors
 
-    pika nests its errors (AMQPConnectionError > AMQPConnectorSocketConnectError >
-    ConnectionRefusedError) and the outer ones have no text of their own.
-    """
-    for _ in range(8):  # pika never nests deeper; a cycle must not hang us
-        match = _BROKER_WORDS.search(repr(exc.args))
+    for error in chain:  # the broker's own reply, where pika quotes it
+        match = _BROKER_WORDS.search(repr(error.args))
         if match is not None:
             return f"{match.group(2)} ({match.group(1)})"
-        inner = getattr(exc, "exception", None)
-        if not isinstance(inner, BaseException) and exc.args:
-            inner = exc.args[0]
-        if not isinstance(inner, BaseException):
-            break
-        exc = inner
-    return error_text(exc)
+    words = network_words(chain[0], timeout)
+    if words is not None:
+        return words
+    if any("StreamLostError" in repr(error) for error in chain):
+        # pika calls a connection closed before the protocol header came back "incompatible"
+        return "the server closed the connection without answering in AMQP"
+    for error in chain:
+        for name, sentence in _SENTENCES:
+            if isinstance(error, getattr(pika_errors, name)):
+                return sentence
+    return f"the AMQP connection failed ({type(chain[-1]).__name__})"
+
+
+# pika's errors that bring no words of the broker, said in ours
+_SENTENCES = (
+    (
+        "ProbableAuthenticationError",
+        "the broker closed the connection at login: wrong user or password?",
+    ),
+    (
+        "ProbableAccessDeniedError",
+        "the broker closed the connection when asked for the vhost: access denied?",
+    ),
+    ("AuthenticationError", "the broker offers no login mechanism svcorch can use (PLAIN)"),
+    ("IncompatibleProtocolError", "the server does not speak AMQP 0-9-1"),
+)
 
 
 def _close(connection: pika.BlockingConnection | None) -> None:

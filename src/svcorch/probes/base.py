@@ -6,6 +6,7 @@ catalogue validates; each probe type registers its options model and a factory.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -21,6 +22,10 @@ from svcorch.durations import Duration
 
 # re-exported: probe modules and plugins find them beside the rest of the probe interface
 from svcorch.redaction import SECRET_WORDS as SECRET_WORDS  # noqa: PLC0414
+from svcorch.redaction import Credentials as Credentials  # noqa: PLC0414
+from svcorch.redaction import Redactor as Redactor  # noqa: PLC0414
+from svcorch.redaction import entry_secrets as entry_secrets  # noqa: PLC0414
+from svcorch.redaction import header_secrets as header_secrets  # noqa: PLC0414
 from svcorch.redaction import is_secret_key as is_secret_key  # noqa: PLC0414
 from svcorch.redaction import redact as redact  # noqa: PLC0414
 from svcorch.redaction import redact_url as redact_url  # noqa: PLC0414
@@ -53,8 +58,73 @@ def error_text(exc: BaseException) -> str:
     """An error's own words: ``Connection refused``, not ``[Errno 111] Connection refused``."""
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
-    text = str(exc).strip()
+    text = _ERRNO.sub("", str(exc)).strip()
     return text or type(exc).__name__
+
+
+_ERRNO = re.compile(r"\[Errno -?\d+\] ")
+_CHAIN_LIMIT = 16  # client libraries nest a few levels; a cycle must not hang us
+SPOKEN_LIMIT = 200
+
+
+def no_answer(seconds: float) -> str:
+    """What every probe says when the server stayed silent: ``no answer within 1s``.
+
+    To the hundredth: a client's timeout is the budget less the few milliseconds the attempt
+    took to start (0.496s of 0.5s), and it is the budget the user set.
+    """
+    shown = round(seconds, 2) or seconds
+    return f"no answer within {shown:g}s"
+
+
+def error_chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and every error it wraps, outermost first.
+
+    Client libraries wrap the error that says what happened in their own: as the cause or
+    context (redis, pymysql), in ``.reason`` (urllib3), ``.exception`` and ``.exceptions``
+    (pika) or in their arguments (urllib3's ``ProtocolError('Connection aborted.', ...)``).
+    """
+    chain: list[BaseException] = []
+    pending = [exc]
+    while pending and len(chain) < _CHAIN_LIMIT:
+        current = pending.pop(0)
+        if any(current is seen for seen in chain):
+            continue
+        chain.append(current)
+        inner: list[object] = [
+            getattr(current, "exception", None),
+            getattr(current, "reason", None),
+            *list(getattr(current, "exceptions", None) or ())[-1:],
+            *current.args,
+            current.__cause__,
+            current.__context__,
+        ]
+        pending += [item for item in inner if isinstance(item, BaseException)]
+    return chain
+
+
+def network_words(exc: BaseException, timeout: float) -> str | None:
+    """What a network failure was, as a sentence: ``no answer within 1s`` for any timeout in
+    the chain, else the OS's words (``Connection refused``); None when it was neither."""
+    from http.client import RemoteDisconnected
+
+    chain = error_chain(exc)
+    if any(isinstance(e, TimeoutError) or "Timeout" in type(e).__name__ for e in chain):
+        return no_answer(timeout)
+    if any(isinstance(e, RemoteDisconnected) for e in chain):
+        return "the server closed the connection without answering"
+    for error in chain:
+        if isinstance(error, OSError) and error.strerror:
+            return error.strerror
+    return None
+
+
+def spoken(text: str, limit: int = SPOKEN_LIMIT) -> str:
+    """A server's own words made safe to print: one line, control characters shown as
+    escapes (a terminal must not obey them), at most ``limit`` characters."""
+    flat = " ".join(text.split())
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in flat)
+    return shown if len(shown) <= limit else shown[:limit] + "..."
 
 
 @dataclass(frozen=True)
@@ -102,16 +172,16 @@ class ProbeOptions(BaseModel):
         return self.type
 
     def secrets(self) -> list[str]:
-        """Every secret value in these options, so messages can be scrubbed of them."""
+        """Every secret value in these options, so messages can be scrubbed of them.
+
+        Only options the catalogue set count: a default is printed in the docs and is no
+        secret (RabbitMQ's ``guest``), and masking it would hide a user named the same.
+        """
         found: list[str] = []
-        for name, value in self:
-            if isinstance(value, str) and value:
-                if is_secret_key(name):
-                    found.append(value)
-                else:
-                    password = _url_password(value)
-                    if password:
-                        found.append(password)
+        for name in sorted(self.model_fields_set):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                found += entry_secrets(name, value)
         return found
 
 
@@ -143,15 +213,6 @@ class UrlOrPartsOptions(ProbeOptions):
         if clash:
             raise ValueError(f"give either `url` or {', '.join(sorted(clash))}, not both")
         return self
-
-
-def _url_password(value: str) -> str | None:
-    if "://" not in value:
-        return None
-    try:
-        return urlsplit(value).password
-    except ValueError:
-        return None
 
 
 @dataclass(frozen=True)
@@ -222,7 +283,7 @@ def run_bounded(
     threading.Thread(target=work, name=f"svcorch-probe-{name}", daemon=True).start()
     if not done.wait(budget):
         return ProbeResult.failed(
-            f"no answer within {budget:.3g}s",
+            no_answer(budget),
             retryable=True,
             elapsed=time.monotonic() - started,
         )

@@ -30,7 +30,7 @@ from svcorch.probes.base import (
     ProbeResult,
     ProbeType,
     attempt_budget,
-    is_secret_key,
+    entry_secrets,
 )
 
 OUTPUT_TAIL = 64 * 1024  # read back at most this much of the output
@@ -73,7 +73,8 @@ class ExecOptions(ProbeOptions):
 
     def secrets(self) -> list[str]:
         found = super().secrets()
-        found.extend(value for name, value in self.env.items() if is_secret_key(name) and value)
+        for name, value in self.env.items():
+            found += entry_secrets(name, value)
         return found
 
 

@@ -21,18 +21,20 @@ from svcorch.probes.base import (
     ProbeResult,
     ProbeType,
     bounded_check,
+    entry_secrets,
     error_text,
-    is_secret_key,
+    network_words,
     redact_url,
     remaining,
+    spoken,
 )
+from svcorch.probes.pattern import compile_pattern
 
 if TYPE_CHECKING:
     import ssl
 
 BODY_LIMIT = 64 * 1024  # enough for any health page; a huge body is not read to the end
 DETAIL_LIMIT = 200
-SECRET_HEADERS = ("authorization", "cookie", "proxy-authorization")
 _CLASS = re.compile(r"^([1-5])xx$", re.IGNORECASE)
 _RANGE = re.compile(r"^(\d{3})\s*-\s*(\d{3})$")
 
@@ -64,7 +66,7 @@ class HttpOptions(ProbeOptions):
     status: Annotated[tuple[int | str, ...], BeforeValidator(_as_list)] = Field(
         default=("2xx", "3xx"), description="accepted statuses: 200, '2xx', '200-299'"
     )
-    body: str | None = Field(default=None, description="regex the body must contain")
+    body: str | None = Field(default=None, description="regex (RE2 syntax) the body must contain")
     headers: dict[str, str] = Field(default_factory=dict)
     verify_tls: bool = True
 
@@ -97,8 +99,8 @@ class HttpOptions(ProbeOptions):
     def _regex(cls, value: str | None) -> str | None:
         if value is not None:
             try:
-                re.compile(value)
-            except re.error as exc:
+                compile_pattern(value)
+            except ValueError as exc:
                 raise ValueError(f"invalid body regex {value!r}: {exc}") from None
         return value
 
@@ -118,17 +120,16 @@ class HttpOptions(ProbeOptions):
     def secrets(self) -> list[str]:
         found = super().secrets()
         for name, value in self.headers.items():
-            if name.lower() in SECRET_HEADERS or is_secret_key(name):
-                found.append(value)
-                # "Bearer abc": the credential alone may be echoed back too
-                found.extend(value.split()[1:])
+            # "Bearer abc": the credential alone may be echoed back too
+            found += entry_secrets(name, value)
         return found
 
 
 class HttpProbe:
     def __init__(self, options: HttpOptions) -> None:
         self.options = options
-        self.body = re.compile(options.body) if options.body is not None else None
+        # linear time whatever the server sends: see probes/pattern.py
+        self.body = compile_pattern(options.body) if options.body is not None else None
 
     def check(self, deadline: float) -> ProbeResult:
         return bounded_check(self.options, deadline, self._attempt)
@@ -157,7 +158,7 @@ class HttpProbe:
             # waiting does not make a certificate valid: fix it, or set verify_tls: false
             return ProbeResult.failed(error_text(exc), retryable=False)
         except (OSError, http.client.HTTPException) as exc:
-            return ProbeResult.failed(error_text(exc), retryable=True)
+            return ProbeResult.failed(_sentence(exc, timeout), retryable=True)
         finally:
             connection.close()
         return self._judge(response.status, response.reason, body)
@@ -192,11 +193,22 @@ class HttpProbe:
         return context
 
 
+def _sentence(exc: BaseException, timeout: float) -> str:
+    """``no answer within 1s``, ``Connection refused``, or what was wrong with the answer."""
+    import http.client
+
+    if isinstance(exc, http.client.BadStatusLine) and not isinstance(
+        exc, http.client.RemoteDisconnected
+    ):
+        return f"not an HTTP answer: {spoken(str(exc))}"
+    if isinstance(exc, http.client.IncompleteRead):
+        return f"the answer ended after {len(exc.partial)} bytes, before its announced end"
+    return network_words(exc, timeout) or error_text(exc)
+
+
 def _snippet(text: str) -> str:
-    flat = " ".join(text.split())
-    if not flat:
-        return ""
-    return ": " + (flat if len(flat) <= DETAIL_LIMIT else flat[:DETAIL_LIMIT] + "...")
+    shown = spoken(text, DETAIL_LIMIT)
+    return ": " + shown if shown else ""
 
 
 def _create(options: ProbeOptions, context: ProbeContext) -> Probe:

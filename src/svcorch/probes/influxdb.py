@@ -16,15 +16,19 @@ from typing import Any, Literal, Self
 from pydantic import Field, field_validator, model_validator
 
 from svcorch.probes.base import (
+    Credentials,
     Probe,
     ProbeContext,
     ProbeOptions,
     ProbeResult,
     ProbeType,
     bounded_check,
+    error_chain,
     error_text,
+    network_words,
     redact_url,
     remaining,
+    spoken,
 )
 
 UNAUTHORIZED = (401, 403)
@@ -71,6 +75,12 @@ class InfluxdbOptions(ProbeOptions):
             return f"{where} bucket={self.bucket}"
         return where
 
+    def secrets(self) -> list[str]:
+        found = super().secrets()
+        if self.username is not None and self.password:
+            found.append(Credentials(f"{self.username}:{self.password}"))  # Basic auth
+        return found
+
     def authorization(self) -> str | None:
         """The Authorization header for the 1.x /query endpoint, if any credentials are set."""
         if self.username is not None and self.password is not None:
@@ -91,36 +101,37 @@ class InfluxdbProbe:
     def _attempt(self, stop_at: float) -> ProbeResult:
         from influxdb_client.client.influxdb_client import InfluxDBClient
 
+        timeout = remaining(stop_at)
         client: Any = InfluxDBClient(
             url=self.options.url,
             token=self.options.token,
             org=self.options.org,
-            timeout=max(1, int(remaining(stop_at) * 1000)),
+            timeout=max(1, int(timeout * 1000)),
             verify_ssl=self.options.verify_tls,
         )
         try:
-            problem = self._ping(client) or self._health(client)
+            problem = self._ping(client, timeout) or self._health(client, timeout)
             if problem is not None:
                 return problem
             if self.options.database is not None:
                 return self._database(self.options.database, stop_at)
             if self.options.bucket is not None:
-                return self._bucket(client, self.options.bucket)
+                return self._bucket(client, self.options.bucket, timeout)
             return ProbeResult.passed("ping ok")
         finally:
             client.close()
 
-    def _ping(self, client: Any) -> ProbeResult | None:
+    def _ping(self, client: Any, timeout: float) -> ProbeResult | None:
         from influxdb_client.service.ping_service import PingService
 
         # InfluxDBClient.ping() answers False and swallows the reason; the service raises it
         try:
             PingService(client.api_client).get_ping()  # type: ignore[no-untyped-call]
         except Exception as exc:  # urllib3 and client errors alike: the server is not there yet
-            return _failed_http(exc, "ping")
+            return _failed_http(exc, "ping", timeout)
         return None
 
-    def _health(self, client: Any) -> ProbeResult | None:
+    def _health(self, client: Any, timeout: float) -> ProbeResult | None:
         from influxdb_client.service.health_service import HealthService
 
         try:
@@ -128,9 +139,10 @@ class InfluxdbProbe:
         except Exception as exc:
             if getattr(exc, "status", None) == NOT_FOUND:
                 return None  # 1.x before 1.8 has no /health: /ping is all it offers
-            return _failed_http(exc, "health")
+            return _failed_http(exc, "health", timeout)
         if health.status != "pass":
-            return ProbeResult.failed(f"health {health.status}: {health.message}", retryable=True)
+            words = spoken(f"{health.status}: {health.message}")
+            return ProbeResult.failed(f"health {words}", retryable=True)
         return None
 
     def _database(self, database: str, stop_at: float) -> ProbeResult:
@@ -149,15 +161,18 @@ class InfluxdbProbe:
             context = ssl.create_default_context()
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
+        timeout = remaining(stop_at)
         try:
             with urllib.request.urlopen(  # noqa: S310 - the scheme is validated as http(s)
-                request, timeout=remaining(stop_at), context=context
+                request, timeout=timeout, context=context
             ) as response:
                 body = json.loads(response.read())
         except urllib.error.HTTPError as exc:
-            return _failed_http(exc, "SHOW DATABASES")
-        except (OSError, ValueError) as exc:
+            return _failed_http(exc, "SHOW DATABASES", timeout)
+        except ValueError as exc:
             return ProbeResult.failed(f"SHOW DATABASES: {error_text(exc)}", retryable=True)
+        except Exception as exc:  # refused, reset, timed out, not HTTP: may all heal
+            return _failed_http(exc, "SHOW DATABASES", timeout)
         if database in _database_names(body):
             return ProbeResult.passed(f"database {database!r} exists")
         return ProbeResult.failed(
@@ -165,7 +180,7 @@ class InfluxdbProbe:
             retryable=True,
         )
 
-    def _bucket(self, client: Any, bucket: str) -> ProbeResult:
+    def _bucket(self, client: Any, bucket: str, timeout: float) -> ProbeResult:
         try:
             found = client.buckets_api().find_bucket_by_name(bucket)
         except Exception as exc:
@@ -174,7 +189,7 @@ class InfluxdbProbe:
                     "the server has no /api/v2/buckets (InfluxDB 1.x: use `database`)",
                     retryable=False,
                 )
-            return _failed_http(exc, "buckets")
+            return _failed_http(exc, "buckets", timeout)
         if found is None:
             return ProbeResult.failed(
                 f"bucket {bucket!r} does not exist (yet: retrying, a setup step may create it)",
@@ -183,16 +198,28 @@ class InfluxdbProbe:
         return ProbeResult.passed(f"bucket {bucket!r} exists")
 
 
-def _failed_http(exc: Exception, step: str) -> ProbeResult:
+def _failed_http(exc: Exception, step: str, timeout: float) -> ProbeResult:
     """401/403 are fatal; any other status or network error may heal."""
     status = getattr(exc, "status", None) or getattr(exc, "code", None)
     if isinstance(status, int):
-        words = _server_words(exc)
+        words = spoken(_server_words(exc))
         return ProbeResult.failed(
             f"{step}: HTTP {status}{': ' + words if words else ''}",
             retryable=status not in UNAUTHORIZED,
         )
-    return ProbeResult.failed(f"{step}: {error_text(exc)}", retryable=True)
+    return ProbeResult.failed(f"{step}: {_network_sentence(exc, timeout)}", retryable=True)
+
+
+def _network_sentence(exc: Exception, timeout: float) -> str:
+    """urllib3's ``HTTPConnectionPool(host=..., port=...): Max retries exceeded ... (Caused by
+    NewConnectionError('<urllib3.connection.HTTPConnection object at 0x...>: ...'))`` said as
+    ``Connection refused``; an answer that is not HTTP, with the server's first words."""
+    from http.client import BadStatusLine, RemoteDisconnected
+
+    for error in error_chain(exc):
+        if isinstance(error, BadStatusLine) and not isinstance(error, RemoteDisconnected):
+            return f"not an HTTP answer: {spoken(str(error))}"
+    return network_words(exc, timeout) or error_text(exc)
 
 
 def _server_words(exc: Exception) -> str:

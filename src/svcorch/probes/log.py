@@ -10,7 +10,6 @@ have written yet); a service without a log file is a configuration error.
 from __future__ import annotations
 
 import os
-import re
 import time
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -25,6 +24,7 @@ from svcorch.probes.base import (
     ProbeType,
     attempt_budget,
 )
+from svcorch.probes.pattern import compile_pattern
 
 CHUNK = 64 * 1024
 PENDING_LIMIT = 64 * 1024  # a "line" longer than this is searched by its tail only
@@ -33,14 +33,16 @@ DETAIL_LIMIT = 200
 
 class LogOptions(ProbeOptions):
     type: Literal["log"] = "log"
-    pattern: str = Field(description="regex searched in each new line of the service's log")
+    pattern: str = Field(
+        description="regex (RE2 syntax) searched in each new line of the service's log"
+    )
 
     @field_validator("pattern")
     @classmethod
     def _regex(cls, value: str) -> str:
         try:
-            re.compile(value)
-        except re.error as exc:
+            compile_pattern(value)
+        except ValueError as exc:
             raise ValueError(f"invalid pattern {value!r}: {exc}") from None
         return value
 
@@ -53,7 +55,7 @@ class LogProbe:
 
     def __init__(self, options: LogOptions, path: Path | None, offset: int) -> None:
         self.options = options
-        self.regex = re.compile(options.pattern)
+        self.regex = compile_pattern(options.pattern)  # linear time: see probes/pattern.py
         self.path = path
         self.position = offset
         self.identity: tuple[int, int] | None = None  # (device, inode) of the file being read

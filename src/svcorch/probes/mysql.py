@@ -20,6 +20,9 @@ from svcorch.probes.base import (
     ProbeResult,
     ProbeType,
     bounded_check,
+    error_text,
+    network_words,
+    no_answer,
     remaining,
 )
 
@@ -39,6 +42,11 @@ FATAL_CODES = {
     3118: "account locked",
     4151: "account locked",
 }
+
+
+# the client's own errors for a connection that failed or broke (2003 can't connect, 2013
+# lost connection): when they say it timed out, the probe says so as every probe does
+CLIENT_NETWORK_CODES = {2003, 2006, 2013}
 
 
 class MysqlOptions(ProbeOptions):
@@ -92,14 +100,14 @@ class MysqlProbe:
                 write_timeout=timeout,
             )
         except pymysql.MySQLError as exc:
-            return _judge(exc)
+            return _judge(exc, timeout)
         try:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT 1")
                 row = cursor.fetchone()
             version = connection.get_server_info()
         except pymysql.MySQLError as exc:
-            return _judge(exc)
+            return _judge(exc, timeout)
         finally:
             _close(connection)
         if row != (1,):
@@ -107,10 +115,21 @@ class MysqlProbe:
         return ProbeResult.passed(f"SELECT 1 ok (server {version})")
 
 
-def _judge(exc: Exception) -> ProbeResult:
-    """pymysql's own text is the server's: ``(1045, "Access denied for user ...")``."""
+def _judge(exc: Exception, timeout: float) -> ProbeResult:
+    """The server's words with its error number (``MySQL error 1045: Access denied for user
+    ...``), not pymysql's tuple; a timeout or a refused connection said as every probe says
+    it."""
     code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
-    return ProbeResult.failed(str(exc), retryable=code not in FATAL_CODES)
+    return ProbeResult.failed(_sentence(exc, code, timeout), retryable=code not in FATAL_CODES)
+
+
+def _sentence(exc: Exception, code: int | None, timeout: float) -> str:
+    message = exc.args[1] if code is not None and len(exc.args) > 1 else None
+    if code is None or not isinstance(message, str):
+        return network_words(exc, timeout) or error_text(exc)
+    if code in CLIENT_NETWORK_CODES and "timed out" in message:
+        return no_answer(timeout)
+    return f"MySQL error {code}: {error_text(Exception(message))}"
 
 
 def _close(connection: Connection[Any]) -> None:

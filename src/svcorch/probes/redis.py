@@ -22,8 +22,10 @@ from svcorch.probes.base import (
     UrlOrPartsOptions,
     bounded_check,
     error_text,
+    network_words,
     remaining,
     split_server_url,
+    spoken,
 )
 
 DEFAULT_PORT = 6379
@@ -102,6 +104,29 @@ def parse_redis_url(url: str) -> RedisEndpoint:
     )
 
 
+def _sentence(exc: BaseException, timeout: float) -> str:
+    """The server's reply (``MASTERDOWN ...``), else what the network did, in a sentence."""
+    from redis.exceptions import InvalidResponse, ResponseError
+
+    if isinstance(exc, ResponseError):
+        return error_text(exc)
+    if isinstance(exc, InvalidResponse):
+        return f"not a Redis server's answer: {spoken(_unquoted(str(exc)))}"
+    return network_words(exc, timeout) or error_text(exc)
+
+
+def _unquoted(text: str) -> str:
+    """redis-py's ``Protocol Error: b'...'`` -> the bytes the server sent, as text."""
+    import ast
+
+    _, _, quoted = text.partition(": ")
+    try:
+        raw = ast.literal_eval(quoted)
+    except (ValueError, SyntaxError):
+        return quoted or text
+    return raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+
+
 def _netloc_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
@@ -147,7 +172,7 @@ class RedisProbe:
             return ProbeResult.failed(f"LOADING: {error_text(exc)}", retryable=True)
         except (redis.RedisError, OSError) as exc:
             # refused, reset, timed out, MASTERDOWN, max clients: all may heal
-            return ProbeResult.failed(error_text(exc), retryable=True)
+            return ProbeResult.failed(_sentence(exc, timeout), retryable=True)
         finally:
             client.close()
         return self._judge_role(role)
