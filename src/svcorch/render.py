@@ -35,6 +35,7 @@ def resolved_catalogue(catalogue: Catalogue, redactor: Redactor | None = None) -
     """The interpolated catalogue with defaults filled, secrets masked: by key and shape, and
     every secret value wherever else it went (``--password ${DB_PASSWORD}`` in a command)."""
     data = catalogue.model_dump(mode="json")
+    data["name"] = catalogue.label  # the default shown as graph and --dot show it
     redacted: dict[str, Any] = redact(data, redactor=redactor or Redactor.for_catalogue(catalogue))
     return redacted
 

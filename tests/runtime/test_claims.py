@@ -136,7 +136,7 @@ def _recovery_snippet() -> str:
     return "\n".join(line for line in lines if not line.startswith(("cd ", "svcorch ")))
 
 
-def test_a_corrupt_state_file_is_one_line_and_the_documented_recovery_works(
+def test_after_a_corrupt_state_file_the_documented_snippet_stops_the_untracked(
     stack: Stack,
 ) -> None:
     stack.write({"forker": _forker(stack)})
@@ -148,12 +148,9 @@ def test_a_corrupt_state_file_is_one_line_and_the_documented_recovery_works(
     wait_until(lambda: gone(daemon), message="the daemon gone")
     (stack.state_dir / "state.json").write_text('{"version": 1, "servi')
     result = stack.run("status")
-    assert result.returncode == 1
-    assert result.stderr == (
-        f"svcorch: state file {stack.state_dir / 'state.json'} is corrupt: Unterminated string"
-        " starting at line 1 column 16\n"
-    )
-    assert not any(gone(pid) for pid in pids)  # svcorch touched nothing
+    assert result.returncode == 0, result.stderr
+    assert "services it listed, if any, are no longer tracked" in result.stderr
+    assert not any(gone(pid) for pid in pids)  # svcorch acts on nothing it cannot trust
 
     # the docs' snippet, with the state dir where this test keeps it
     script = _recovery_snippet().replace("$PWD/.svcorch", str(stack.state_dir))
