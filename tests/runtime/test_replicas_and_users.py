@@ -72,6 +72,9 @@ def test_replicas_run_with_their_index_and_dependents_wait_for_all(stack: Stack)
 
     stack.ok("down", "worker")
     assert {row["state"] for row in stack.status().values()} == {"stopped"}
+    # the daemon's journal names each replica; the service's name asks for all of them
+    journal = [json.loads(line) for line in stack.ok("events", "worker", "--json").splitlines()]
+    assert {entry["service"] for entry in journal} == set(REPLICAS)
 
 
 def test_each_replica_is_adopted_by_the_next_daemon(stack: Stack) -> None:
