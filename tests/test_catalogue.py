@@ -352,6 +352,9 @@ def test_every_kind_of_service_problem_is_located(folder: Path) -> None:
         "services.yaml:18:17: service 'c': depends_on: expected service names, got {'b':"
         " 'completed'} (for a condition use a mapping: `depends_on: {name: completed}`)",
         "services.yaml:19:13: service 'c': ports.0: expected an integer, got 'http'",
+        # reported with the rest since the conditions are checked on the raw file
+        "services.yaml:22:21: service 'd': condition 'completed' needs a oneshot, and 'a' is"
+        " not one (use 'ready' or 'started')",
         "services.yaml:22:35: service 'd': depends_on.c.condition: Input should be 'ready',"
         " 'started' or 'completed'",
     ]

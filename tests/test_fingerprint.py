@@ -69,3 +69,20 @@ def test_a_description_or_profile_change_is_not_a_new_process(tmp_path: Path) ->
     web = catalogue.services["web"]
     other = web.model_copy(update={"description": "the web app", "profiles": ["web"]})
     assert definition(catalogue, web) == definition(catalogue, other)
+
+
+def test_user_and_group_are_part_of_the_definition_replicas_and_autostart_not(
+    tmp_path: Path,
+) -> None:
+    """The definition dumps the service model: a new key is in it unless excluded on purpose."""
+    path = tmp_path / "services.yaml"
+
+    def service(extra: str) -> dict[str, object]:
+        path.write_text(f"version: 1\nservices:\n  w:\n    command: run\n{extra}")
+        catalogue = load(path, environ={}, check_accounts=False)
+        return definition(catalogue, catalogue.services["w"])
+
+    plain = service("")
+    as_user = service("    user: nobody\n    group: nogroup\n")
+    assert changes(plain, as_user) == ["group (none) → nogroup", "user (none) → nobody"]
+    assert service("    replicas: 3\n    autostart: false\n") == plain

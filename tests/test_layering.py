@@ -76,6 +76,22 @@ def test_errors_imports_nothing_of_svcorch() -> None:
     assert not _uses(MODULES["svcorch.errors"], "svcorch")
 
 
+def test_accounts_imports_nothing_of_svcorch() -> None:
+    """Resolving users is standard library: the loader, process and exporters share it."""
+    assert not _uses(MODULES["svcorch.accounts"], "svcorch")
+
+
+def test_replicas_sits_on_the_model_alone() -> None:
+    """Expanding replicas is a pure function of the catalogue (used by graph users and the
+    engine alike), so it imports only the model."""
+    assert {m for m in MODULES["svcorch.replicas"] if m.startswith("svcorch")} <= {
+        "svcorch.model",
+        "svcorch.model.Catalogue",
+        "svcorch.model.Dependency",
+        "svcorch.model.Service",
+    }
+
+
 @pytest.mark.parametrize(
     "module",
     sorted(
@@ -95,6 +111,9 @@ def test_errors_imports_nothing_of_svcorch() -> None:
                 "svcorch.redaction",
                 "svcorch.fingerprint",
                 "svcorch.exporters",
+                "svcorch.importers",
+                "svcorch.replicas",
+                "svcorch.accounts",
                 "svcorch.journal",
                 "svcorch.preflight",
                 "svcorch.project",

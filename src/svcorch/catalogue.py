@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from svcorch import graph, limits, yamlsrc
+from svcorch import accounts, graph, limits, replicas, yamlsrc
 from svcorch.errors import CatalogueError, DependencyCycle, Problem
 from svcorch.interpolate import InterpolationError, interpolate, parse_dotenv
 from svcorch.model import (
@@ -47,10 +47,16 @@ def load(
     path: Path | str,
     *,
     environ: Mapping[str, str] | None = None,
+    check_accounts: bool = True,
 ) -> Catalogue:
-    """Read and validate a catalogue. Raises CatalogueError listing every problem."""
+    """Read and validate a catalogue. Raises CatalogueError listing every problem.
+
+    ``check_accounts``: each ``user:`` and ``group:`` must exist on this host (not for a
+    catalogue exported to run elsewhere).
+    """
     path = Path(path)
     loader = _Loader(path, os.environ if environ is None else environ)
+    loader.accounts = check_accounts
     return loader.run()
 
 
@@ -65,6 +71,9 @@ class _Loader:
         self.top_env: dict[str, str] = {}
         self.interpolated = 0  # characters produced, against MAX_INTERPOLATED
         self.truncated = False  # problems were found past MAX_PROBLEMS, or not looked for
+        self.accounts = True  # check that user: and group: exist here
+        self.replica: str | None = None  # ${replica} while a service's fields are interpolated
+        self.replica_specs: dict[str, list[Any]] = {}  # replicas 1..N-1, interpolated
 
     # -- reporting ---------------------------------------------------------------------------
 
@@ -126,14 +135,17 @@ class _Loader:
         self.check_os_values(data, ())
         data = self.validate_probes(data)
         catalogue = self.validate_model(data)
+        if catalogue is not None:
+            catalogue = self.validate_replicas(catalogue)
         self.check_dependencies(data)
-        if catalogue is None:
-            self.fail_if_problems()
-        assert catalogue is not None
-        self.check_graph(catalogue)
-        if not self.problems:  # the sizes of values already refused would only repeat them
+        self.check_conditions(data)
+        if catalogue is not None and self.accounts:
+            self.check_accounts(catalogue)
+        if catalogue is not None and not self.problems:
+            # the sizes of values already refused would only repeat them
             self.check_exec_sizes(catalogue)
         self.fail_if_problems()
+        assert catalogue is not None
         return catalogue
 
     def read(self) -> str:
@@ -220,7 +232,10 @@ class _Loader:
         return value if value is not None else self.dotenv.get(name)
 
     def lookup(self, name: str) -> str | None:
-        """Process environment, then env_file, then the top-level env: highest first."""
+        """``${replica}`` inside a service; then the process environment, then env_file,
+        then the top-level env: highest first."""
+        if name == "replica" and self.replica is not None:
+            return self.replica
         value = self.lookup_for_env(name)
         return value if value is not None else self.top_env.get(name)
 
@@ -231,12 +246,45 @@ class _Loader:
                 result[key] = {k: self.top_env.get(str(k), v) for k, v in value.items()}
             elif key == "env_file":
                 result[key] = value
+            elif key == "services" and isinstance(value, dict):
+                result[key] = {n: self.interpolate_service(n, v) for n, v in value.items()}
             else:
                 result[key] = self._interpolate(value, (key,))
         return result
 
+    def replica_form(self, match: re.Match[str]) -> str:
+        """``${replica+S:0W}``: this replica's index plus S, zero-padded to W digits (the
+        forms of supervisord's ``%(process_num)0Wd`` with ``numprocs_start = S``)."""
+        if match.group(0) == "$$":
+            return "$$"  # an escaped dollar stays escaped for interpolate
+        assert self.replica is not None
+        number = int(self.replica) + int(match.group("offset") or 0)
+        return str(number).zfill(int(match.group("width") or 0))
+
+    def interpolate_service(self, name: Any, spec: Any) -> Any:
+        """A service's fields with ``${replica}`` = 0; with ``replicas: N``, replicas 1..N-1
+        interpolated the same way with their own index (validated after the catalogue)."""
+        path: Path_ = ("services", name)
+        try:
+            self.replica = "0"
+            declared = self._interpolate(spec, path)
+            count = declared.get("replicas") if isinstance(declared, dict) else None
+            if isinstance(count, str) and count.strip().isdigit():
+                count = int(count)
+            if isinstance(count, int) and not isinstance(count, bool) and count > 1:
+                extra = []
+                for index in range(1, count):
+                    self.replica = str(index)
+                    extra.append(self._interpolate(spec, path))
+                self.replica_specs[str(name)] = extra
+        finally:
+            self.replica = None
+        return declared
+
     def _interpolate(self, value: Any, path: Path_) -> Any:
         if isinstance(value, str):
+            if self.replica is not None and "${replica" in value:
+                value = _REPLICA.sub(self.replica_form, value)
             expanded = self.expand(value, self.lookup, path)
             return value if expanded is None else expanded
         if isinstance(value, dict):
@@ -459,10 +507,29 @@ class _Loader:
             known[key] = item
         return known
 
+    def validate_replicas(self, catalogue: Catalogue) -> Catalogue:
+        """Replicas 1..N-1 of each replicated service, each validated as a service (they
+        differ from replica 0 only where ``${replica}`` appears)."""
+        found: dict[str, list[Service]] = {}
+        for name, specs in self.replica_specs.items():
+            service = catalogue.services.get(name)
+            if service is None or service.replicas != len(specs) + 1:
+                continue
+            path: Path_ = ("services", name)
+            copies = []
+            for spec in specs:
+                checked = self.validate_probes({"services": {name: spec}})["services"][name]
+                try:
+                    copies.append(Service.model_validate({**checked, "name": name}))
+                except ValidationError as exc:
+                    self.report(exc, path, Service)
+            found[name] = copies
+        return catalogue.model_copy(update={"replica_services": found}) if found else catalogue
+
     def reject_internal_fields(self, data: dict[str, Any]) -> None:
         """The model's own fields (the file's path, the dotenv values, a service's name) are
         not keys users may write: pydantic would accept them and the loader overwrite them."""
-        for key in ("path", "dotenv"):
+        for key in ("path", "dotenv", "replica_services", "groups"):
             if key in data:
                 self.problem(f"unknown key {key!r}", (key,), key=True)
         services = data.get("services")
@@ -541,26 +608,53 @@ class _Loader:
                 Problem(self.source, str(DependencyCycle([cycle]))) for cycle in exc.cycles
             )
 
-    def check_graph(self, catalogue: Catalogue) -> None:
+    def check_accounts(self, catalogue: Catalogue) -> None:
+        """``user:`` and ``group:`` name accounts this host has (svcorch switches to them)."""
         for name, service in catalogue.services.items():
-            for position, (dependency, edge) in enumerate(service.depends_on.items()):
-                where = self.dependency_path(name, dependency, position)
-                if (
-                    dependency in catalogue.services
-                    and edge.condition is Condition.COMPLETED
-                    and not catalogue.services[dependency].oneshot
-                ):
-                    self.problem(
-                        f"service {name!r}: condition 'completed' needs a oneshot, and"
-                        f" {dependency!r} is not one (use 'ready' or 'started')",
-                        where,
-                    )
+            if service.external:
+                continue
+            for key, value, find in (
+                ("user", service.user, accounts.find_user),
+                ("group", service.group, accounts.find_group),
+            ):
+                if value is None:
+                    continue
+                try:
+                    find(value)
+                except accounts.AccountError as exc:
+                    self.problem(f"service {name!r}: {key}: {exc}", ("services", name, key))
+
+    def check_conditions(self, data: dict[str, Any]) -> None:
+        """``completed`` on a service that is not a oneshot, from the raw data, so it is
+        reported with every other problem (not only once the rest of the file is valid)."""
+        services = data.get("services")
+        if not isinstance(services, dict):
+            return
+        for name, spec in services.items():
+            needs = spec.get("depends_on") if isinstance(spec, dict) else None
+            if not isinstance(needs, dict):
+                continue  # a list holds names only: every edge is `ready`
+            for position, (dependency, edge) in enumerate(needs.items()):
+                condition = edge.get("condition") if isinstance(edge, dict) else edge
+                target = services.get(dependency)
+                if condition != Condition.COMPLETED.value or not isinstance(target, dict):
+                    continue
+                if _truthy(target.get("oneshot", False)):
+                    continue
+                self.problem(
+                    f"service {name!r}: condition 'completed' needs a oneshot, and"
+                    f" {dependency!r} is not one (use 'ready' or 'started')",
+                    self.dependency_path(str(name), str(dependency), position),
+                )
 
     def dependency_path(self, service: str, dependency: str, position: int) -> Path_:
         base: Path_ = ("services", service, "depends_on")
         if self.doc.has_key((*base, dependency)):
             return (*base, dependency)
         return (*base, position)
+
+
+_REPLICA = re.compile(r"\$\$|\$\{replica(?:\+(?P<offset>\d+))?(?::0(?P<width>\d+))?\}")
 
 
 class _InvalidProbe(ProbeOptions):
@@ -613,6 +707,13 @@ def _users_key(loc: tuple[str | int, ...], index: int) -> bool:
 def _is_env(path: Path_) -> bool:
     """Whether the mapping at ``path`` is an ``env``: its keys are variable names."""
     return path == ("env",) or (len(path) == 3 and path[0] == "services" and path[2] == "env")
+
+
+def _truthy(value: Any) -> bool:
+    """A YAML boolean as pydantic reads it (``true``, ``"yes"``, ``1``)."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "yes", "on", "1", "y", "t")
+    return bool(value) and not isinstance(value, dict | list)
 
 
 def _shorten(text: str, limit: int = 60) -> str:
@@ -684,7 +785,10 @@ def process_environment(
     """The environment a service's process starts with: ``service_environment`` plus what
     svcorch adds. The engine spawns with it; preflight looks programs up on its PATH."""
     env = service_environment(catalogue, service, environ)
-    env["SVCORCH_SERVICE"] = service.name
+    base, index = replicas.split(service.name)  # a replica: worker#1 is worker's replica 1
+    env["SVCORCH_SERVICE"] = base
+    if index is not None:
+        env["SVCORCH_REPLICA"] = str(index)
     env["SVCORCH_STATE_DIR"] = str(state_dir)
     # tools installed beside svcorch (gunicorn, celery in its venv) are found first
     bindir = str(Path(sys.executable).parent)

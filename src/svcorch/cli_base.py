@@ -255,15 +255,22 @@ def write(text: str) -> None:
     sys.stdout.flush()
 
 
-def load() -> tuple[Catalogue, ServiceGraph]:
-    """The catalogue and its graph, with SVCORCH_STATE_DIR available to interpolation."""
+def load(*, expanded: bool = False, check_accounts: bool = True) -> tuple[Catalogue, ServiceGraph]:
+    """The catalogue and its graph, with SVCORCH_STATE_DIR available to interpolation.
+
+    ``expanded``: as the runtime sees it, each replicated service as its replicas
+    (``worker#0``, ...; a name typed by the user stands for all of them). ``check_accounts``:
+    ``user:``/``group:`` must exist here (not for a catalogue exported elsewhere)."""
     from svcorch import catalogue as catalogue_module
+    from svcorch import replicas
     from svcorch.graph import ServiceGraph
 
     global _redactor, _secrets_source  # one process, one catalogue
     environ = dict(os.environ)
     environ["SVCORCH_STATE_DIR"] = str(_options.resolved_state_dir)
-    catalogue = catalogue_module.load(_options.file, environ=environ)
+    catalogue = catalogue_module.load(_options.file, environ=environ, check_accounts=check_accounts)
+    if expanded:
+        catalogue = replicas.expand(catalogue)
     # what is printed from now on is masked with this catalogue's secrets (built lazily:
     # `validate` and `graph` print none)
     _redactor, _secrets_source = None, (catalogue, environ)

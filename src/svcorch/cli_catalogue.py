@@ -142,7 +142,8 @@ def import_supervisor(
         raise UsageError(f"{path}: {exc}") from None
     except UnicodeDecodeError as exc:
         raise UsageError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    result = convert(text, source=str(path.absolute()))
+    # the path as given: warnings name it so, and %(here)s is known only for an absolute one
+    result = convert(text, source=str(path))
     for warning in result.warnings:
-        sys.stderr.write(f"warning: {warning}\n")
+        sys.stderr.write(f"{warning}\n")
     write(result.yaml)

@@ -139,12 +139,15 @@ def check(
     limit = _duration(timeout, "--timeout")
     every = _duration(interval or DEFAULT_INTERVAL, "--interval")
     assert every is not None
-    catalogue, graph = load()
+    catalogue, graph = load(expanded=True)
     services = check_command.select(catalogue, graph, names or [], options().profiles)
     layout = state_layout()
     as_json = want_json(json_output)
     if watch and not services:
         raise UsageError("nothing to watch: no selected service has a readiness probe")
+    if wait and not services:
+        # a deploy script's `check --wait` must not pass having checked nothing
+        raise UsageError("nothing to wait for: no selected service has a readiness probe")
     with Signals().installed() as signals:
         if watch:
             rounds = _watch(catalogue, layout, services, every.total_seconds(), as_json, signals)

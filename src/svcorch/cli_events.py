@@ -46,7 +46,7 @@ def events(
 
     layout = StateLayout(options().resolved_state_dir)
     start = None if since is None else events_command.parse_since(since, time.time())
-    services = list(names or [])
+    services = _replicas(list(names or []))
     records = [] if follow else events_command.history(layout, start, services)
     _check_names(services, {record.service for record in records})
     as_json = want_json(json_output)
@@ -70,6 +70,20 @@ def events(
     except KeyboardInterrupt:
         sys.stdout.flush()
         raise typer.Exit(130) from None
+
+
+def _replicas(names: list[str]) -> list[str]:
+    """A replicated service's name stands for its replicas (``worker`` -> ``worker#0``, ...),
+    as the journal names them."""
+    from svcorch.errors import SvcorchError
+
+    if not names:
+        return names
+    try:
+        _, graph = load(expanded=True)
+    except SvcorchError:
+        return names  # the journal alone still answers; _check_names reports a bad name
+    return graph.members(names)
 
 
 def _check_names(names: list[str], in_history: set[str]) -> None:

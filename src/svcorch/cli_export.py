@@ -40,7 +40,7 @@ def export(
     from svcorch.commands import export as command
 
     command.check_target(target)
-    catalogue, graph = load()
+    catalogue, graph = load(check_accounts=False)  # the target host has its own users
     selected = command.select(catalogue, graph, names or [], options().profiles)
     request = command.request_for(
         catalogue,

@@ -263,7 +263,7 @@ def up(
         return
     from svcorch import plan, render
 
-    catalogue, graph = load()
+    catalogue, graph = load(expanded=True)
     selected = plan.select_up(catalogue, graph, names or [], options().profiles)
     if dry_run:
         start_plan = plan.up_plan(catalogue, graph, selected)
@@ -361,7 +361,7 @@ def down(
     if dry_run or not daemon.running(layout):
         from svcorch import plan
 
-        catalogue, graph = load()
+        catalogue, graph = load(expanded=True)
         selected = plan.select_down(catalogue, graph, names or [], options().profiles)
         if dry_run:
             from svcorch import render
@@ -375,13 +375,13 @@ def down(
         from svcorch import identity
         from svcorch.commands import status
 
-        rows = status.offline(catalogue, layout, [], notice)
-        # a leader alive, or anything that carries a run identity of this state dir (what a
-        # dead leader's run left, a run no record names): a new daemon adopts and stops it
-        if not any(row["pid"] for row in rows) and not identity.find_runs(layout.root):
+        # a leader alive, what a dead leader's group or run left, or a run no record names
+        # (found by this state dir's run identity): a new daemon adopts and stops it
+        if not status.leftovers(catalogue, layout, notice) and not identity.find_runs(layout.root):
             _finish({"action": "down", "ok": True, "done": [], "already": []}, json_output)
             return
-        # services a killed daemon left: a new daemon adopts them, then stops them
+        # services a killed daemon left (a main process, or what remains of its group):
+        # a new daemon adopts them, then stops them
     _act("down", {"services": list(names or []), "timeout": stop_timeout}, json_output)
 
 
@@ -411,7 +411,9 @@ def status(names: Names = None, json_output: JsonFlag = False) -> None:
     from svcorch.commands import status as status_command
 
     rows = _masked(
-        status_command.run(_layout(), list(names or []), load, _identity(), on_notice=notice)
+        status_command.run(
+            _layout(), list(names or []), lambda: load(expanded=True), _identity(), on_notice=notice
+        )
     )
     if want_json(json_output):
         write(render.json_text(rows))
@@ -432,11 +434,11 @@ def logs(
     """Print services' logs, prefixed and coloured; -f follows across rotations and restarts."""
     from svcorch.commands import logs as logs_command
 
-    _, graph = load()
+    _, graph = load(expanded=True)
     graph.check_known(names or [])
     if lines < 0:
         raise UsageError("--lines must not be negative")
-    services = list(names) if names else list(graph.start_order())
+    services = graph.members(names) if names else list(graph.start_order())
     layout = _layout()
     emit = LinePrinter(services, flush=follow)
     if not follow:
@@ -461,7 +463,7 @@ def analyze(json_output: JsonFlag = False) -> None:
     from svcorch import render
     from svcorch.commands import analyze as analyze_command
 
-    _, graph = load()
+    _, graph = load(expanded=True)
     result = analyze_command.run(_layout(), graph).to_dict()
     if want_json(json_output):
         write(render.json_text(result))

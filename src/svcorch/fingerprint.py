@@ -24,8 +24,11 @@ from typing import Any
 from svcorch.model import Catalogue, Service
 from svcorch.redaction import is_secret_key, redact_url
 
-# keys of a service that do not change the process it runs
-NOT_THE_PROCESS = frozenset({"name", "description", "depends_on", "profiles", "image"})
+# keys of a service that do not change the process it runs (replicas: scaling adds or removes
+# replicas; the others keep running)
+NOT_THE_PROCESS = frozenset(
+    {"name", "description", "depends_on", "profiles", "image", "replicas", "autostart"}
+)
 SHOWN = 60  # characters of a changed value shown in a change line
 
 Definition = dict[str, Any]

@@ -24,11 +24,16 @@ MAX_CYCLES_REPORTED = 20
 class ServiceGraph:
     """An acyclic graph of services. Construction rejects cycles."""
 
-    def __init__(self, dag: nx.DiGraph[str]) -> None:
+    def __init__(
+        self, dag: nx.DiGraph[str], groups: Mapping[str, tuple[str, ...]] | None = None
+    ) -> None:
         cycles = find_cycles(dag)
         if cycles:
             raise DependencyCycle(cycles)
         self.dag = dag
+        # a replicated service's name -> its replicas' nodes (svcorch.replicas): a name a
+        # user types stands for all of them
+        self.groups: dict[str, tuple[str, ...]] = dict(groups or {})
 
     @classmethod
     def from_dependencies(cls, dependencies: Mapping[str, Iterable[str]]) -> ServiceGraph:
@@ -48,7 +53,7 @@ class ServiceGraph:
         for name, service in catalogue.services.items():
             for dependency, edge in service.depends_on.items():
                 dag.add_edge(dependency, name, condition=edge.condition.value)
-        return cls(dag)
+        return cls(dag, catalogue.groups)
 
     # -- questions ---------------------------------------------------------------------------
 
@@ -71,14 +76,21 @@ class ServiceGraph:
     def condition(self, dependency: str, dependent: str) -> str:
         return str(self.dag.edges[dependency, dependent].get("condition", "ready"))
 
+    def members(self, names: Iterable[str]) -> list[str]:
+        """``names`` with each replicated service's name replaced by its replicas' names."""
+        found: list[str] = []
+        for name in names:
+            found.extend(self.groups.get(name, (name,)))
+        return found
+
     def check_known(self, names: Iterable[str]) -> None:
-        unknown = [n for n in names if n not in self.dag]
+        unknown = [n for n in names if n not in self.dag and n not in self.groups]
         if unknown:
             import difflib
 
             parts = []
             for name in unknown:
-                close = difflib.get_close_matches(name, self.names, n=1)
+                close = difflib.get_close_matches(name, [*self.groups, *self.names], n=1)
                 parts.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
             raise UnknownService("unknown service " + ", ".join(parts))
 
@@ -86,16 +98,16 @@ class ServiceGraph:
         """The named services plus everything they transitively depend on."""
         names = list(names)
         self.check_known(names)
-        return _reachable(names, self.dag.predecessors)
+        return _reachable(self.members(names), self.dag.predecessors)
 
     def select_down(self, names: Iterable[str]) -> set[str]:
         """The named services plus everything that transitively depends on them."""
         names = list(names)
         self.check_known(names)
-        return _reachable(names, self.dag.successors)
+        return _reachable(self.members(names), self.dag.successors)
 
     def subgraph(self, names: Iterable[str]) -> ServiceGraph:
-        return ServiceGraph(nx.DiGraph(self.dag.subgraph(names)))
+        return ServiceGraph(nx.DiGraph(self.dag.subgraph(self.members(names))), self.groups)
 
     def generations(self) -> list[list[str]]:
         """Start order in waves: each wave depends only on earlier ones (sorted for stability)."""

@@ -190,6 +190,11 @@ class Service(_Frozen):
     restart: RestartSpec = Field(default_factory=RestartSpec)
     stop: StopSpec = Field(default_factory=StopSpec)
     profiles: list[str] = Field(default_factory=list)
+    autostart: bool = Field(
+        default=True,
+        description="false: an `up` without names leaves it alone (name it, or a profile of"
+        " its, to start it); `autostart: ${START_X:-true}` makes it a switch",
+    )
     external: bool = Field(
         default=False,
         description="never started or stopped, only probed; `command` and `ports` are then"
@@ -203,6 +208,20 @@ class Service(_Frozen):
         default=None,
         description="the container image for `svcorch export kubernetes|compose`; svcorch's"
         " own runtime ignores it",
+    )
+    replicas: int = Field(
+        default=1,
+        ge=1,
+        description="run N processes of this service (`name#0` .. `name#N-1`), each with"
+        " SVCORCH_REPLICA and `${replica}` set to its index; ready when all are ready",
+    )
+    user: str | None = Field(
+        default=None,
+        description="run as this account (name or uid): its uid, gid, supplementary groups,"
+        " HOME, USER and LOGNAME; svcorch must run as root to switch",
+    )
+    group: str | None = Field(
+        default=None, description="run with this primary group (name or gid) instead of the user's"
     )
 
     @field_validator("env", mode="before")
@@ -259,6 +278,8 @@ class Service(_Frozen):
             raise ValueError("missing `command` (or set `external: true`)")
         if self.oneshot and self.restart.policy is RestartPolicy.ALWAYS:
             raise ValueError("a oneshot cannot have restart policy 'always'")
+        if self.external and self.replicas > 1:
+            raise ValueError("an external service cannot have replicas (svcorch starts none)")
         return self
 
     @property
@@ -339,6 +360,13 @@ class Catalogue(_Frozen):
     logs: LogsSpec = Field(default_factory=LogsSpec)
     path: Path = Field(default=Path("services.yaml"), exclude=True)
     dotenv: dict[str, str] = Field(default_factory=dict, exclude=True, repr=False)
+    # replicas 1..N-1 of each service with `replicas: N` (the service itself is replica 0),
+    # each interpolated with its own ${replica}; see svcorch.replicas
+    replica_services: dict[str, list[Service]] = Field(
+        default_factory=dict, exclude=True, repr=False
+    )
+    # after svcorch.replicas.expand: each replicated service's name -> its replicas' names
+    groups: dict[str, tuple[str, ...]] = Field(default_factory=dict, exclude=True, repr=False)
 
     @field_validator("version")
     @classmethod
@@ -368,6 +396,11 @@ class Catalogue(_Frozen):
     @property
     def base_dir(self) -> Path:
         return self.path.parent
+
+    @property
+    def label(self) -> str:
+        """``name``, or the file's path as given: what graph, --dot, --json and config show."""
+        return self.name or str(self.path)
 
     def service(self, name: str) -> Service:
         return self.services[name]

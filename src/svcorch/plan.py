@@ -48,7 +48,8 @@ class Plan:
 
 
 def profile_selection(catalogue: Catalogue, profiles: Sequence[str]) -> list[str]:
-    """Services active under ``profiles``: those with no profiles, plus those matching one."""
+    """Services active under ``profiles``: those with no profiles (unless ``autostart:
+    false``), plus those matching one."""
     chosen = set(profiles)
     known = {p for service in catalogue.services.values() for p in service.profiles}
     unknown = sorted(chosen - known)
@@ -64,7 +65,7 @@ def profile_selection(catalogue: Catalogue, profiles: Sequence[str]) -> list[str
     return [
         name
         for name, service in catalogue.services.items()
-        if not service.profiles or chosen.intersection(service.profiles)
+        if chosen.intersection(service.profiles) or (not service.profiles and service.autostart)
     ]
 
 

@@ -26,10 +26,12 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 from svcorch import identity
+from svcorch.accounts import Account
 from svcorch.errors import PortInUse, ProcessError, StaleRecord
 
 # psutil derives create_time from clock ticks (1/100 s on Linux) plus the boot time, so two
@@ -122,13 +124,16 @@ def spawn(
     die_with_parent: bool = False,
     service: str | None = None,
     run: identity.Run | None = None,
+    account: Account | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start ``argv`` as the leader of a new session with its output appended to ``log_path``.
 
     stdin is /dev/null; stdout and stderr share one O_APPEND descriptor, so rotation by
     truncation (see :func:`svcorch.state.rotate_if_needed`) never leaves a hole in the log.
     ``header`` is written as a line before the child starts. ``service`` names the service in
-    error messages (default: the executable).
+    error messages (default: the executable). ``account``: the child switches to its uid,
+    gid and supplementary groups before exec (the log file is opened here, by svcorch, so
+    the account needs no access to the state directory).
 
     ``run`` is the identity the child and all its descendants carry: its marker goes into the
     environment, and with a cgroup the child moves itself into it before it execs, so not
@@ -152,6 +157,12 @@ def spawn(
     if run is not None and run.cgroup is not None:
         procs_fd = identity.open_cgroup_procs(run.cgroup)
     preexec = _child_hook(label, die_with_parent, procs_fd)
+    switch: dict[str, Any] = {}
+    if account is not None:
+        # Popen switches ids before preexec_fn runs: PR_SET_PDEATHSIG (cleared by a change of
+        # credentials) is therefore set as the service's own user and stays; the cgroup's
+        # procs file was opened as root, and cgroup v2 judges a move by the opener's rights
+        switch = {"user": account.uid, "group": account.gid, "extra_groups": list(account.groups)}
     log_fd = _open_log(label, log_path, header)
     try:
         return subprocess.Popen(
@@ -164,6 +175,7 @@ def spawn(
             start_new_session=True,
             close_fds=True,
             preexec_fn=preexec,  # noqa: PLW1509 - prctl and one write; thread caveat above
+            **switch,
         )
     except (OSError, subprocess.SubprocessError) as exc:
         raise ProcessError(f"cannot start {label!r}: {exc}") from exc
@@ -681,3 +693,80 @@ def _shorten(command: str) -> str:
     if len(command) <= _COMMAND_LINE_SHOWN:
         return command
     return command[: _COMMAND_LINE_SHOWN - 1].rstrip() + " …"
+
+
+# --- the foreground's watchdog -------------------------------------------------------------
+
+# Run by a helper process: it reads "+PGID" / "-PGID" lines, "done" when the foreground svcorch
+# exits normally. End of input without "done" means svcorch died (kill -9): the groups it
+# listed get SIGTERM, then SIGKILL after a grace period. PR_SET_PDEATHSIG reaches only each
+# service's leader; its grandchildren (a gunicorn's workers, a shell's children) stay in the
+# group, and this is what stops them.
+_WATCHDOG = """
+import os, signal, sys, time
+groups = set()
+for line in sys.stdin:
+    line = line.strip()
+    if line == "done":
+        sys.exit(0)
+    if line[:1] in "+-" and line[1:].isdigit():
+        (groups.add if line[0] == "+" else groups.discard)(int(line[1:]))
+def signal_all(sig):
+    alive = set()
+    for group in groups:
+        try:
+            os.killpg(group, sig)
+            alive.add(group)
+        except OSError:
+            pass
+    return alive
+deadline = time.monotonic() + GRACE
+while signal_all(signal.SIGTERM if time.monotonic() < deadline else 0):
+    if time.monotonic() >= deadline:
+        signal_all(signal.SIGKILL)
+        break
+    time.sleep(0.05)
+"""
+WATCHDOG_GRACE = 5.0
+
+
+class GroupWatchdog:
+    """Stops the listed process groups if this process dies without releasing it."""
+
+    def __init__(self, grace: float = WATCHDOG_GRACE) -> None:
+        import sys
+
+        read_end, self._pipe = os.pipe()  # not inheritable: services never hold it open
+        try:
+            self._helper = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", _WATCHDOG.replace("GRACE", repr(grace))],
+                stdin=read_end,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,  # a Ctrl-C to svcorch's terminal group is not for it
+                close_fds=True,
+            )
+        finally:
+            os.close(read_end)
+        self._watched: set[int] = set()
+
+    def _send(self, line: str) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self._pipe, f"{line}\n".encode())
+
+    def watch(self, pgid: int) -> None:
+        if pgid > 1 and pgid not in self._watched:
+            self._watched.add(pgid)
+            self._send(f"+{pgid}")
+
+    def forget(self, pgid: int) -> None:
+        if pgid in self._watched:
+            self._watched.discard(pgid)
+            self._send(f"-{pgid}")
+
+    def release(self) -> None:
+        """svcorch is exiting on its own terms: the helper exits without signalling."""
+        self._send("done")
+        os.close(self._pipe)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._helper.wait(timeout=5)

@@ -35,6 +35,7 @@ def resolved_catalogue(catalogue: Catalogue, redactor: Redactor | None = None) -
     """The interpolated catalogue with defaults filled, secrets masked: by key and shape, and
     every secret value wherever else it went (``--password ${DB_PASSWORD}`` in a command)."""
     data = catalogue.model_dump(mode="json")
+    data["name"] = catalogue.label  # the default shown as graph and --dot show it
     redacted: dict[str, Any] = redact(data, redactor=redactor or Redactor.for_catalogue(catalogue))
     return redacted
 
@@ -87,7 +88,7 @@ def graph_document(catalogue: Catalogue, graph: ServiceGraph) -> dict[str, Any]:
             for dependency, edge in service.depends_on.items()
             if dependency in graph
         ]
-    return {"name": catalogue.name, "nodes": nodes, "edges": edges}
+    return {"name": catalogue.label, "nodes": nodes, "edges": edges}
 
 
 def _probe_summary(options: Any) -> dict[str, Any] | None:
@@ -120,7 +121,7 @@ def dot(
 
     """Graphviz: one node per service (label shows the probe), one edge per dependency."""
     lines = [
-        f"digraph {_quote(catalogue.name or 'services')} {{",
+        f"digraph {_quote(catalogue.label)} {{",
         "  rankdir=BT;",
         '  node [shape=box, style="rounded,filled", fillcolor="#eef3fb", fontname="Helvetica"];',
         '  edge [fontname="Helvetica", fontsize=10];',
@@ -196,7 +197,7 @@ def tree(catalogue: Catalogue, graph: ServiceGraph) -> Tree:
     ``(see above)``. Drawing shared dependencies again under every dependent grows
     exponentially with the depth of a layered stack (2,000 services never finished).
     """
-    root = Tree(Text(catalogue.name or str(catalogue.path), style="bold"))
+    root = Tree(Text(catalogue.label, style="bold"))
     tops = [n for n in graph.start_order() if not graph.dependents(n)]
     expanded: set[str] = set()
 

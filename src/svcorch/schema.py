@@ -66,8 +66,8 @@ def json_schema() -> dict[str, Any]:
     service.pop("name", None)  # the key under `services`, not a key users write
     service["depends_on"] = _depends_on_schema(service["depends_on"])
     properties: dict[str, Any] = schema["properties"]
-    properties.pop("path", None)
-    properties.pop("dotenv", None)
+    for internal in ("path", "dotenv", "replica_services", "groups"):
+        properties.pop(internal, None)  # filled in by the loader, not keys users write
     properties["services"]["propertyNames"] = {"pattern": SERVICE_NAME.pattern}
     for env in (properties["env"], service["env"]):
         env["additionalProperties"] = {"type": ["string", "number", "boolean", "null"]}

@@ -77,6 +77,7 @@ def select(
 
     if names:
         graph.check_known(names)
+        names = graph.members(names)  # a replicated service: each of its replicas
         unprobed = [n for n in names if catalogue.service(n).ready is None]
         if unprobed:
             listed = ", ".join(repr(n) for n in unprobed)

@@ -1,7 +1,8 @@
 """`svcorch up --foreground`: the same engine in this process, output streamed with prefixes.
 
 Ctrl-C or SIGTERM does an ordered down of everything it started, then exits 130 / 143.
-Children get PDEATHSIG, so even a kill -9 of this process leaves no service behind.
+Each service's leader gets PDEATHSIG and a watchdog process holds the services' process
+groups, so even a kill -9 of this process leaves nothing behind, grandchildren included.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from svcorch.commands.logs import POLL_FIRST, Follower, emit_new, next_delay
-from svcorch.engine import Engine, Event, Outcome
+from svcorch.engine import HAS_PROCESS, Engine, Event, Outcome
 from svcorch.errors import PreflightFailed, ProjectMismatch, UsageError
 from svcorch.model import Catalogue
+from svcorch.process import GroupWatchdog
 from svcorch.project import claim
 from svcorch.state import (
     StateFile,
@@ -79,6 +81,8 @@ async def _main(
     )
     if set_aside is not None:
         hooks.on_notice(set_aside.message())
+    watchdog = GroupWatchdog()
+    engine.subscribe(lambda event: _guard(engine, watchdog, event))
     engine.adopt(records)
     engine.subscribe(hooks.on_event)
     engine.start_housekeeping()
@@ -118,9 +122,21 @@ async def _main(
         with contextlib.suppress(asyncio.CancelledError):
             await streamer
         await engine.close()
+        watchdog.release()
     if received:
         return 128 + received[0]
     return code
+
+
+def _guard(engine: Engine, watchdog: GroupWatchdog, event: Event) -> None:
+    """The watchdog holds the group of every service that has a process now."""
+    runtime = engine.runtimes.get(event.service)
+    if runtime is None or runtime.record is None:
+        return
+    if event.new in HAS_PROCESS:
+        watchdog.watch(runtime.record.pgid)
+    elif not engine.processes.group_left(runtime):
+        watchdog.forget(runtime.record.pgid)
 
 
 async def _stream(

@@ -19,7 +19,7 @@ from svcorch.state import (
 
 if TYPE_CHECKING:
     from svcorch.graph import ServiceGraph
-    from svcorch.model import Catalogue
+    from svcorch.model import Catalogue, Service
 
 
 def run(
@@ -54,28 +54,42 @@ def offline(
     layout: StateLayout,
     names: list[str],
     on_notice: Callable[[str], None] | None = None,
+    *,
+    probe_external: bool = True,
 ) -> list[dict[str, Any]]:
     """Status from state.json alone: every recorded leader checked by pid + create_time,
     and what a dead leader's run left found by the run's identity.
 
     A corrupt state file is set aside first (when no other svcorch holds the state dir),
     so `status` and `down` carry on with what it still held and what is found again by
-    identity; ``on_notice`` hears of it.
+    identity; ``on_notice`` hears of it. An external service is probed once (no daemon
+    watches it): ``external-ok`` or ``external-down`` with the probe's detail. A service
+    whose main process is gone but whose run still has processes says so: ``svcorch down``
+    stops them.
     """
-    from svcorch import identity, process
+    from svcorch import identity, process, replicas
     from svcorch.engine import HAS_PROCESS, State, status_of
     from svcorch.graph import ServiceGraph
     from svcorch.model import Kind
 
+    catalogue = replicas.expand(catalogue)
+    graph = ServiceGraph.from_catalogue(catalogue)
+    wanted = set(graph.members(names))
     records = load_recovering(layout, on_notice)
     now = time.time()
     processes = None  # one scan of /proc, made when a dead leader's run needs looking for
     rows = []
     # states only a daemon moves on from; without one, the service is not running
     running = {state.value for state in HAS_PROCESS | {State.BACKOFF}}
-    for name in ServiceGraph.from_catalogue(catalogue).start_order():
+    external = [
+        catalogue.services[n]
+        for n in graph.start_order()
+        if catalogue.services[n].kind is Kind.EXTERNAL and (not wanted or n in wanted)
+    ]
+    probed = _probe_external(catalogue, layout, external) if probe_external else {}
+    for name in graph.start_order():
         service = catalogue.services[name]
-        if names and name not in names:
+        if wanted and name not in wanted:
             continue
         record = records.get(name) or ServiceRecord(name=name, state=State.STOPPED.value)
         recorded = record.process()
@@ -94,10 +108,42 @@ def offline(
                 f"{record.detail + '; ' if record.detail else ''}"
                 f"{len(left)} of its processes remain (down stops them)"
             )
-        if service.kind is Kind.EXTERNAL and record.state == State.READY.value:
-            record.detail = (record.detail or "") + " (last known; run `svcorch check`)"
+        if name in probed:
+            ok, detail = probed[name]
+            record.state = State.READY.value if ok else State.FAILED.value
+            record.detail = detail
         rows.append(status_of(service, record, now, alive=alive).to_dict())
     return rows
+
+
+def leftovers(
+    catalogue: Catalogue, layout: StateLayout, on_notice: Callable[[str], None] | None = None
+) -> list[str]:
+    """Services with something still running that no daemon watches: a main process, or
+    what the run of one that exited left (a gunicorn's workers, a shell's child), known by
+    the run's identity."""
+    from svcorch import process
+
+    found = []
+    for name, record in load_recovering(layout, on_notice).items():
+        recorded = record.process()
+        if recorded is None:
+            continue
+        if process.run_alive(recorded):
+            found.append(name)
+    return found
+
+
+def _probe_external(
+    catalogue: Catalogue, layout: StateLayout, services: list[Service]
+) -> dict[str, tuple[bool, str]]:
+    """One attempt of each external service's probe, in parallel (as `svcorch check`)."""
+    if not services:
+        return {}
+    from svcorch.commands import check
+
+    rows = check.once(catalogue, layout, services)
+    return {row.service: (row.ok, row.detail) for row in rows}
 
 
 def load_recovering(

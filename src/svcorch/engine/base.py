@@ -14,10 +14,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from svcorch import accounts
 from svcorch.catalogue import process_environment
 from svcorch.engine.events import EventBus
 from svcorch.engine.processes import ProcessControl
 from svcorch.engine.service import LaunchSpec, Restart, Runtime, StartFailure
+from svcorch.errors import ProcessError
 from svcorch.fingerprint import definition, fingerprint
 from svcorch.graph import ServiceGraph
 from svcorch.model import Catalogue, Service
@@ -63,15 +65,25 @@ class EngineBase:
         return (base / service.cwd if service.cwd else base), self.environment(service)
 
     def specify(self, service: Service) -> LaunchSpec:
-        """What an explicit start of ``service`` runs, from the deployment snapshot."""
+        """What an explicit start of ``service`` runs, from the deployment snapshot.
+        Raises ProcessError when its ``user:``/``group:`` is not on this host (any more)."""
         defn = definition(self.catalogue, service)
         cwd, env = self.placement(service)
+        try:
+            account = accounts.resolve(service.user, service.group)
+        except accounts.AccountError as exc:
+            raise ProcessError(f"cannot start {service.name!r}: {exc}") from None
+        if account is not None:
+            declared = {**self.catalogue.env, **service.env}
+            # the account's HOME, USER and LOGNAME, unless the catalogue sets them itself
+            env.update({k: v for k, v in account.environment().items() if k not in declared})
         return LaunchSpec(
             argv=tuple(service.argv()),
             cwd=cwd,
             env=env,
             definition=defn,
             fingerprint=fingerprint(defn, self.fingerprint_key),
+            account=account,
         )
 
     def probe(self, runtime: Runtime, options: ProbeOptions) -> Probe:

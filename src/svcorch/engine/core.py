@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 
-from svcorch import identity, process
+from svcorch import identity, process, replicas
 from svcorch.engine.base import ProbeFactory
 from svcorch.engine.events import Event, EventBus
 from svcorch.engine.persist import StateWriter
@@ -41,6 +41,7 @@ from svcorch.probes.base import Probe, ProbeContext, ProbeOptions
 from svcorch.redaction import Redactor
 from svcorch.state import (
     ServiceRecord,
+    StateError,
     StateFile,
     StateLayout,
     fingerprint_key,
@@ -49,7 +50,10 @@ from svcorch.state import (
 
 log = logging.getLogger("svcorch.engine")
 
-ROTATE_EVERY = 2.0  # seconds between log size checks; housekeeping, not readiness
+# seconds between log size checks: a log passes max_size by at most what its service writes
+# in this time (docs/catalogue.md). A check is one stat() per running service, on the loop;
+# only a rotation goes to a thread
+ROTATE_EVERY = 0.25
 
 
 def _exited_unwatched(
@@ -110,7 +114,9 @@ class Engine(Scheduling, Supervision):
     # -- catalogue ---------------------------------------------------------------------------
 
     def load(self, catalogue: Catalogue, environ: Mapping[str, str] | None = None) -> None:
-        """Take a (re)loaded catalogue; running services keep their processes."""
+        """Take a (re)loaded catalogue; running services keep their processes. A replicated
+        service becomes one runtime per replica (``worker#0``, ...; svcorch.replicas)."""
+        catalogue = replicas.expand(catalogue)
         self.catalogue = catalogue
         self.graph = ServiceGraph.from_catalogue(catalogue)
         self.start_index = {name: i for i, name in enumerate(self.graph.start_order())}
@@ -255,7 +261,8 @@ class Engine(Scheduling, Supervision):
         from the new definition. ``catalogue`` is resolved with the environment it was loaded
         with (``up``: the caller's; ``status``: the snapshot's).
         """
-        wanted = set(names) if names is not None else None
+        catalogue = replicas.expand(catalogue)
+        wanted = set(self.graph.members(names)) if names is not None else None
         found: dict[str, list[str]] = {}
         for name, runtime in self.runtimes.items():
             service = catalogue.services.get(name)
@@ -294,7 +301,7 @@ class Engine(Scheduling, Supervision):
     # -- status ------------------------------------------------------------------------------
 
     def status(self, names: Iterable[str] | None = None) -> list[ServiceStatus]:
-        wanted = set(names) if names else None
+        wanted = set(self.graph.members(names)) if names else None
         now = time.time()
         records = self.records()
         return [
@@ -323,17 +330,18 @@ class Engine(Scheduling, Supervision):
         logs = self.catalogue.logs
         while True:
             await asyncio.sleep(ROTATE_EVERY)
-            for name, runtime in self.runtimes.items():
-                if runtime.alive:
-                    try:
-                        await asyncio.to_thread(
-                            rotate_if_needed,
-                            self.layout.service_log(name),
-                            logs.max_size,
-                            logs.backups,
-                        )
-                    except OSError:
-                        log.exception("rotating the log of %s failed", name)
+            for name, runtime in list(self.runtimes.items()):
+                if not runtime.alive:
+                    continue
+                path = self.layout.service_log(name)
+                try:
+                    if path.stat().st_size <= logs.max_size:
+                        continue
+                    await asyncio.to_thread(rotate_if_needed, path, logs.max_size, logs.backups)
+                except FileNotFoundError:
+                    continue
+                except (OSError, StateError):  # housekeeping goes on for the other logs
+                    log.exception("rotating the log of %s failed", name)
 
     async def close(self) -> None:
         if self._housekeeping is not None:

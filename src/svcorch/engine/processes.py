@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from svcorch import identity, process
+from svcorch import accounts, identity, process
 from svcorch.engine.events import EventBus
 from svcorch.engine.service import LaunchSpec, Runtime, StartFailure, State
 from svcorch.errors import ProcessError, StaleRecord
@@ -91,8 +91,13 @@ class ProcessControl:
             except ProcessError as exc:
                 return StartFailure(str(exc), final=True)
         if runtime.spec is None:
-            runtime.spec = self.specify(service)
+            try:
+                runtime.spec = self.specify(service)
+            except ProcessError as exc:
+                return StartFailure(str(exc), final=True)
         spec = runtime.spec
+        if spec.account is not None and (refused := accounts.switch_refused(spec.account)):
+            return StartFailure(f"cannot start {runtime.name!r}: {refused}", final=True)
         runtime.fingerprint = spec.fingerprint
         argv = list(spec.argv)
         header = (
@@ -110,6 +115,7 @@ class ProcessControl:
                 die_with_parent=self.die_with_parent,
                 service=runtime.name,
                 run=run,
+                account=spec.account,
             )
         except ProcessError as exc:
             if run.cgroup is not None:
@@ -301,9 +307,9 @@ class ProcessControl:
         command = spec.command
         assert command is not None
         argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
-        launch = runtime.spec if runtime.spec is not None else self.specify(runtime.service)
         log_path = self.layout.service_log(runtime.name)
         try:
+            launch = runtime.spec if runtime.spec is not None else self.specify(runtime.service)
             helper = process.spawn(
                 argv,
                 cwd=launch.cwd,
@@ -311,6 +317,7 @@ class ProcessControl:
                 log_path=log_path,
                 header=f"--- svcorch: stop command for {runtime.name} ---",
                 service=f"{runtime.name} stop",
+                account=launch.account,
             )
         except ProcessError as exc:
             log.warning("%s", exc)

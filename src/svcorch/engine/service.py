@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from svcorch.accounts import Account
 from svcorch.fingerprint import Definition
 from svcorch.model import Condition, Kind, Service
 from svcorch.process import ProcessRecord
@@ -64,6 +65,7 @@ class LaunchSpec:
     env: dict[str, str]
     definition: Definition
     fingerprint: str
+    account: Account | None = None  # user:/group:, resolved when the spec was made
 
 
 @dataclass

@@ -8,6 +8,7 @@ and deciding what a warning means (``--strict``) is ``commands.export``'s job.
 from __future__ import annotations
 
 import math
+import pwd
 import re
 import shlex
 from collections.abc import Mapping
@@ -19,6 +20,7 @@ from urllib.parse import SplitResult, urlsplit
 
 import yaml
 
+from svcorch import accounts, replicas
 from svcorch.errors import CatalogueError, Problem, UsageError
 from svcorch.graph import ServiceGraph
 from svcorch.model import Catalogue, Condition, Kind, Service
@@ -381,3 +383,65 @@ def yaml_text(data: Any, *, documents: bool = False) -> str:
     dump = yaml.dump_all if documents else yaml.dump
     text: str = dump(data, Dumper=_NoAliases, **options)
     return text
+
+
+# -- replicas and accounts --------------------------------------------------------------------
+
+
+def replica_differences(catalogue: Catalogue, service: Service) -> list[str]:
+    """The keys whose value differs between the service's replicas (``${replica}`` in them):
+    a target whose replicas are identical copies cannot express those."""
+    copies = replicas.instances(catalogue, service.name)
+    first = copies[0].model_dump(mode="json", exclude={"name"})
+    return sorted(
+        {
+            key
+            for copy in copies[1:]
+            for key, value in copy.model_dump(mode="json", exclude={"name"}).items()
+            if first.get(key) != value
+        }
+    )
+
+
+def warn_replicas(warnings: Warnings, catalogue: Catalogue, service: Service, target: str) -> None:
+    """Per-replica values that ``target``'s identical replicas would lose, as a warning."""
+    differing = replica_differences(catalogue, service)
+    if differing:
+        warnings.add(
+            service.name,
+            f"{', '.join(differing)} differ per replica (${{replica}}): {target} runs"
+            f" {service.replicas} identical copies with replica 0's values",
+        )
+
+
+def numeric_ids(service: Service, warnings: Warnings, target: str) -> tuple[int | None, int | None]:
+    """``user:``/``group:`` as numbers (a target that takes no names): a number as given, a
+    name resolved on this host (with a warning: the target's ids may differ), else None."""
+    found: list[int | None] = []
+    for key, value, find in (
+        ("user", service.user, accounts.find_user),
+        ("group", service.group, accounts.find_group),
+    ):
+        if value is None:
+            found.append(None)
+        elif value.isdigit():
+            found.append(int(value))
+        else:
+            try:
+                entry = find(value)
+            except accounts.AccountError:
+                warnings.add(
+                    service.name,
+                    f"{key} {value!r}: {target} needs a number and this host has no such"
+                    f" {key}; not exported",
+                )
+                found.append(None)
+                continue
+            number = entry.pw_uid if isinstance(entry, pwd.struct_passwd) else entry.gr_gid
+            warnings.add(
+                service.name,
+                f"{key} {value!r}: {target} takes a number; exported as {number}, this host's"
+                " (check it on the target)",
+            )
+            found.append(number)
+    return found[0], found[1]

@@ -114,6 +114,29 @@ class _Compose:
         entry["restart"] = self.restart(service)
         if service.profiles:
             entry["profiles"] = list(service.profiles)
+        entry |= self.scale_and_account(service)
+        return entry
+
+    def scale_and_account(self, service: Service) -> dict[str, Any]:
+        """``replicas`` as ``deploy.replicas``, ``user:``/``group:`` as ``user: name:group``."""
+        entry: dict[str, Any] = {}
+        if service.replicas > 1:
+            entry["deploy"] = {"replicas": service.replicas}
+            base.warn_replicas(self.warnings, self.request.catalogue, service, "compose")
+        if service.user is not None or service.group is not None:
+            user = service.user or ""
+            entry["user"] = f"{user}:{service.group}" if service.group else user
+            if not user:
+                self.warnings.add(
+                    service.name, "group without user: compose's user: needs the user too"
+                )
+                del entry["user"]
+        if not service.autostart:
+            self.warnings.add(
+                service.name,
+                "autostart: false: compose starts every service without profiles; give it a"
+                " profile",
+            )
         return entry
 
     def env_files(self, service: Service, secret: dict[str, str]) -> list[str]:

@@ -137,9 +137,11 @@ class _Kubernetes:
                 " exit (restartPolicy Always)",
             )
         self.warn_restart_details(service)
+        if service.replicas > 1:
+            base.warn_replicas(self.warnings, self.request.catalogue, service, "a Deployment")
         return self.meta("apps/v1", "Deployment", label, labels=True) | {
             "spec": {
-                "replicas": 1,
+                "replicas": service.replicas,
                 "selector": {"matchLabels": self.selector(label)},
                 "template": {
                     "metadata": {"labels": self.selector(label)},
@@ -155,6 +157,12 @@ class _Kubernetes:
         return self.meta("batch/v1", "Job", label, labels=True) | {
             "spec": {
                 "backoffLimit": limit,
+                # replicas of a oneshot: that many pods, all at once, each to completion
+                **(
+                    {"completions": service.replicas, "parallelism": service.replicas}
+                    if service.replicas > 1
+                    else {}
+                ),
                 "template": {
                     "metadata": {"labels": self.selector(label)},
                     "spec": self.pod(service, "Never"),
@@ -181,6 +189,10 @@ class _Kubernetes:
         if init:
             spec["initContainers"] = init
         spec["containers"] = [self.main_container(service)]
+        uid, gid = base.numeric_ids(service, self.warnings, "securityContext")
+        if uid is not None or gid is not None:
+            context = {"runAsUser": uid, "runAsGroup": gid}
+            spec["securityContext"] = {k: v for k, v in context.items() if v is not None}
         if any(c["name"].startswith("gate-") for c in init):
             spec["volumes"] = [{"name": CONFIGMAP, "configMap": {"name": CONFIGMAP}}]
         return spec

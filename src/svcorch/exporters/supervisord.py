@@ -102,10 +102,31 @@ class _Supervisord:
 
     # -- one program --------------------------------------------------------------------------
 
+    def scale_and_account(self, service: Service) -> list[str]:
+        """``replicas`` as ``numprocs`` (named NAME_0 .. NAME_N-1), ``user:`` as ``user=``."""
+        lines = []
+        if service.replicas > 1:
+            lines += [
+                f"numprocs={service.replicas}",
+                "process_name=%(program_name)s_%(process_num)d",
+            ]
+            base.warn_replicas(self.warnings, self.request.catalogue, service, "supervisord")
+        if service.user is not None:
+            lines.append(f"user={service.user}")
+        if service.group is not None:
+            self.warnings.add(
+                service.name,
+                f"group {service.group!r}: supervisord runs a program with its user's own group"
+                " only; not exported",
+            )
+        return lines
+
     def section(self, service: Service) -> str:
         plain, _ = base.environment(self.request.catalogue, service)
         plain = {"PATH": f"{self.bindir}:{SYSTEM_PATH}", **plain}
-        log = str(self.request.state_dir / "logs" / f"{service.name}.log")
+        # one log per replica, named as svcorch names it (`svcorch logs worker` reads them all)
+        own = f"{service.name}#%(process_num)d" if service.replicas > 1 else service.name
+        log = str(self.request.state_dir / "logs" / f"{own}.log")
         logs = self.request.catalogue.logs
         lines = [
             f"[program:{self.program(service.name)}]",
@@ -118,6 +139,7 @@ class _Supervisord:
         ]
         lines += self.restart(service)
         lines += self.stop(service)
+        lines += self.scale_and_account(service)
         lines += [
             f"stdout_logfile={_escape(log)}",
             f"stdout_logfile_maxbytes={logs.max_size}",

@@ -146,11 +146,29 @@ class _Systemd:
             f"TimeoutStartSec={self.start_timeout(service)}",
         ]
 
+    def account(self, service: Service) -> list[str]:
+        """``User=``/``Group=`` (systemd adds the user's supplementary groups and HOME itself);
+        replicas have no plain-unit form: a warning."""
+        lines = []
+        if service.user is not None:
+            lines.append(f"User={_escape(service.user)}")
+        if service.group is not None:
+            lines.append(f"Group={_escape(service.group)}")
+        if service.replicas > 1:
+            self.warnings.add(
+                service.name,
+                f"replicas: {service.replicas}: exported as one unit (systemd runs N copies as"
+                " a template unit NAME@.service with instances NAME@0 .. NAME@N-1; write it by"
+                " hand)",
+            )
+        return lines
+
     def spawned(self, service: Service) -> list[str]:
         lines = [f"Type={self.type(service)}"]
         if service.kind is Kind.ONESHOT:
             lines.append("RemainAfterExit=yes")
         lines.append(f"WorkingDirectory={_escape(str(self.cwd(service)))}")
+        lines += self.account(service)
         lines += self.environment(service)
         log = _log_probe(service)
         if log:

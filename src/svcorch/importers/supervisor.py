@@ -9,16 +9,16 @@ guessed or left as a placeholder is a warning ``file:line: message``. Nothing is
 
 from __future__ import annotations
 
-import configparser
+import os
 import re
 import signal
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import PurePath
+from dataclasses import dataclass
 
 import yaml
 
 from svcorch.errors import UsageError
+from svcorch.importers import ini
 from svcorch.model import SERVICE_NAME
 
 
@@ -30,102 +30,39 @@ class ImportResult:
     warnings: list[str]
 
 
-def convert(text: str, *, source: str = "supervisord.conf") -> ImportResult:
-    """Translate supervisord.conf ``text``. Raise UsageError if it is not supervisord syntax.
+def convert(
+    text: str,
+    *,
+    source: str = "supervisord.conf",
+    read: ini.ReadFile = ini.read_text,
+    environ: Mapping[str, str] | None = None,
+) -> ImportResult:
+    """Translate supervisord.conf ``text`` and the files its ``[include]`` names (read with
+    ``read``, globbed relative to ``source``'s folder). Raise UsageError if it is not
+    supervisord syntax.
 
-    ``source`` names the file in warnings. If it is an absolute path, ``%(here)s`` expands to
-    its folder.
+    ``source`` names the file in warnings, as given. If it is an absolute path, ``%(here)s``
+    expands to its folder; otherwise to ``${SUPERVISOR_HERE}``, with a warning.
     """
-    parser = _parse(text, source)
-    positions = _Positions.scan(text)
-    _require_supervisor_sections(parser, positions, source)
-    here = PurePath(source).parent
-    converter = _Converter(source, positions, str(here) if here.is_absolute() else None)
-    return converter.run(parser)
+    config = ini.load(text, source, read=read, environ=environ)
+    _require_supervisor_sections(config)
+    return _Converter(config).run()
 
 
-# -- reading -----------------------------------------------------------------------------------
+def _require_supervisor_sections(config: ini.Config) -> None:
+    for section in config.sections:
+        if section in _SUPERVISOR_SECTIONS or section.startswith(_SUPERVISOR_PREFIXES):
+            return
+    first = min((s.origin for s in config.sections.values()), key=lambda o: o.line, default=None)
+    where = first or ini.Origin(config.main, 1)
+    raise UsageError(
+        f"{where}: not a supervisord config: no [program:x], [group:x] or [supervisord] section"
+    )
 
-# Inline comments need whitespace before the ';', as supervisord's own parser requires.
-_COMMENT = re.compile(r"(^|\s);.*$")
-_SECTION = re.compile(r"\[(?P<header>.+)\]")  # configparser's own header syntax
-_OPTION = re.compile(r"(?P<key>[^=:]*?)\s*[=:]")
+
 _DAEMON_SECTIONS = frozenset({"supervisorctl", "unix_http_server", "inet_http_server"})
 _SUPERVISOR_SECTIONS = _DAEMON_SECTIONS | {"supervisord", "include"}
 _SUPERVISOR_PREFIXES = ("program:", "group:", "eventlistener:", "fcgi-program:", "rpcinterface:")
-
-
-def _parse(text: str, source: str) -> configparser.RawConfigParser:
-    parser = configparser.RawConfigParser(
-        interpolation=None,
-        inline_comment_prefixes=(";",),
-        empty_lines_in_values=False,
-        default_section="\0no default section",  # supervisord gives [DEFAULT] no meaning
-    )
-    try:
-        parser.read_string(text, source=source)
-    except configparser.MissingSectionHeaderError as exc:
-        raise UsageError(
-            f"{source}:{exc.lineno}: not supervisord syntax: a setting before any [section]"
-        ) from None
-    except configparser.DuplicateSectionError as exc:
-        raise UsageError(f"{source}:{exc.lineno}: section [{exc.section}] appears twice") from None
-    except configparser.DuplicateOptionError as exc:
-        raise UsageError(
-            f"{source}:{exc.lineno}: key {exc.option!r} appears twice in [{exc.section}]"
-        ) from None
-    except configparser.ParsingError as exc:
-        lineno = exc.errors[0][0]
-        line = text.splitlines()[lineno - 1].strip()
-        raise UsageError(
-            f"{source}:{lineno}: not supervisord syntax: {line!r} is neither [section] nor"
-            " key = value"
-        ) from None
-    return parser
-
-
-@dataclass
-class _Positions:
-    """Line numbers of section headers and of each key's first line, by a light scan."""
-
-    sections: dict[str, int] = field(default_factory=dict)
-    keys: dict[tuple[str, str], int] = field(default_factory=dict)
-
-    @classmethod
-    def scan(cls, text: str) -> _Positions:
-        positions = cls()
-        section: str | None = None
-        for number, raw in enumerate(text.splitlines(), start=1):
-            line = _COMMENT.sub("", raw)
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-            if line[0].isspace():
-                continue  # a continuation line of the previous value
-            if header := _SECTION.match(line.strip()):
-                section = header.group("header")
-                positions.sections.setdefault(section, number)
-            elif section is not None and (option := _OPTION.match(line)):
-                key = (section, option.group("key").strip().lower())
-                positions.keys.setdefault(key, number)
-        return positions
-
-    def line(self, section: str, key: str | None = None) -> int:
-        if key is not None and (section, key) in self.keys:
-            return self.keys[(section, key)]
-        return self.sections.get(section, 1)
-
-
-def _require_supervisor_sections(
-    parser: configparser.RawConfigParser, positions: _Positions, source: str
-) -> None:
-    for section in parser.sections():
-        if section in _SUPERVISOR_SECTIONS or section.startswith(_SUPERVISOR_PREFIXES):
-            return
-    first = min(positions.sections.values(), default=1)
-    raise UsageError(
-        f"{source}:{first}: not a supervisord config: no [program:x], [group:x] or"
-        " [supervisord] section"
-    )
 
 
 # -- translating values ------------------------------------------------------------------------
@@ -158,6 +95,7 @@ _MAPPED = frozenset(
         "autostart",
         "startsecs",
         "exitcodes",
+        "user",
     ]
 )
 _LOG_KEYS = frozenset(
@@ -179,7 +117,6 @@ _LOG_KEYS = frozenset(
 )
 _GROUP_KILL_KEYS = frozenset({"stopasgroup", "killasgroup"})
 _UNSUPPORTED = {
-    "user": "svcorch runs every service as the user that runs svcorch",
     "umask": "svcorch does not change the umask; set it in a wrapper script if needed",
     "serverurl": "there is no supervisord server for a child to talk to",
 }
@@ -202,181 +139,359 @@ def _scalar(value: str) -> str:
 
 @dataclass(frozen=True)
 class _Program:
-    """The parts of one ``[program:x]`` the renderer needs, each already in svcorch terms."""
+    """One ``[program:x]`` in svcorch terms: its service name, where it was, its YAML lines
+    and the notes (every loss and guess) shown as comments above it."""
 
     name: str
     section: str
-    line: int
+    origin: ini.Origin
     body: list[str]
 
 
+@dataclass(frozen=True)
+class _Group:
+    name: str
+    origin: ini.Origin
+    members: list[str]
+    priority: str | None
+
+
+_ENV_ONLY = re.compile(r"%\(ENV_(?P<name>[^)]*)\)s")
+_LISTENER_EVENTS = {
+    "PROCESS_STATE": "every state change below",
+    "PROCESS_STATE_STARTING": "starting",
+    "PROCESS_STATE_RUNNING": "ready",
+    "PROCESS_STATE_BACKOFF": "backoff",
+    "PROCESS_STATE_STOPPING": "stopping",
+    "PROCESS_STATE_STOPPED": "stopped",
+    "PROCESS_STATE_EXITED": "exited",
+    "PROCESS_STATE_FATAL": "fatal (restart budget spent)",
+}
+
+
 class _Converter:
-    def __init__(self, source: str, positions: _Positions, here: str | None) -> None:
-        self.source = source
-        self.positions = positions
-        self.here = here
-        self.warnings: list[tuple[int, str]] = []
+    def __init__(self, config: ini.Config) -> None:
+        self.config = config
+        self.warnings: list[tuple[ini.Origin, str | None, str]] = list(config.warnings)
         self.names: set[str] = set()
-        self.group_of: dict[str, str] = {}
+        self.group_of: dict[str, _Group] = {}
+        self.daemon_cwd: str | None = None
+        self.top_env: dict[str, str] = {}
 
-    def warn(self, line: int, message: str) -> None:
-        self.warnings.append((line, message))
+    def warn(self, origin: ini.Origin, section: str | None, message: str) -> None:
+        self.warnings.append((origin, section, message))
 
-    def run(self, parser: configparser.RawConfigParser) -> ImportResult:
-        self.read_groups(parser)
-        top_env: dict[str, str] = {}
+    def run(self) -> ImportResult:
+        sections = self.config.sections
+        groups = self.read_groups()
+        if "supervisord" in sections:
+            self.supervisord(sections["supervisord"])
         programs: list[_Program] = []
         ignored: list[str] = []
-        for section in parser.sections():
-            values = dict(parser.items(section))
-            line = self.positions.line(section)
-            if section.startswith("program:"):
-                programs.append(self.program(section, values))
-            elif section == "supervisord":
-                top_env = self.supervisord(values)
-                ignored.append(section)
-            elif section in _DAEMON_SECTIONS or section.startswith("rpcinterface:"):
-                ignored.append(section)
-            elif section.startswith("group:"):
-                continue  # read_groups reported it
-            elif section == "include":
-                self.warn(line, "[include] files are not read: convert each of them too")
-            elif section.startswith(("eventlistener:", "fcgi-program:")):
-                kind = section.split(":", 1)[0]
-                self.warn(line, f"[{section}] skipped: svcorch has no {kind} sections")
+        listeners: list[str] = []
+        for name, section in sections.items():
+            if name.startswith("program:"):
+                programs.append(self.program(section))
+            elif name in _DAEMON_SECTIONS | {"supervisord"} or name.startswith("rpcinterface:"):
+                ignored.append(name)
+            elif name.startswith(("group:", "include")):
+                continue  # read_groups and the reader reported them
+            elif name.startswith("eventlistener:"):
+                listeners += self.listener(section)
+            elif name.startswith("fcgi-program:"):
+                self.warn(
+                    section.origin,
+                    None,
+                    f"[{name}] skipped: svcorch has no fcgi-program (a socket shared by"
+                    " processes it opens itself); run the program with its own socket",
+                )
             else:
-                self.warn(line, f"[{section}] skipped: not a supervisord section")
+                self.warn(section.origin, None, f"[{name}] skipped: not a supervisord section")
         if not programs:
-            self.warn(1, "no [program:x] sections: the catalogue has no services")
-        text = _render(self.source, top_env, programs, ignored)
-        ordered = sorted(self.warnings, key=lambda warning: warning[0])
-        return ImportResult(text, [f"{self.source}:{line}: {msg}" for line, msg in ordered])
+            origin = ini.Origin(self.config.main, 1)
+            self.warn(origin, None, "no [program:x] sections: the catalogue has no services")
+        order = {file: index for index, file in enumerate(self.config.files)}
+        ordered = sorted(self.warnings, key=lambda w: (order.get(w[0].file, 0), w[0].line))
+        text = _render(self, programs, ignored, groups, listeners, ordered)
+        return ImportResult(text, [f"{origin}: {message}" for origin, _, message in ordered])
 
     # -- sections ------------------------------------------------------------------------------
 
-    def read_groups(self, parser: configparser.RawConfigParser) -> None:
-        sections = parser.sections()
+    def read_groups(self) -> list[_Group]:
+        sections = self.config.sections
         programs = {
             s.removeprefix("program:").strip() for s in sections if s.startswith("program:")
         }
-        for section in sections:
-            if not section.startswith("group:"):
+        groups = []
+        for name, section in sections.items():
+            if not name.startswith("group:"):
                 continue
-            group = section.removeprefix("group:").strip()
-            members = [m.strip() for m in parser.get(section, "programs", fallback="").split(",")]
-            members = [m for m in members if m]
-            for member in members:
+            members = [m.strip() for m in section.values.get("programs", "").split(",")]
+            group = _Group(
+                name.removeprefix("group:").strip(),
+                section.origin,
+                [m for m in members if m],
+                section.values.get("priority"),
+            )
+            groups.append(group)
+            for member in group.members:
                 self.group_of[member] = group
-            line = self.positions.line(section)
-            missing = [m for m in members if m not in programs]
+            missing = [m for m in group.members if m not in programs]
             if missing:
-                self.warn(line, f"[{section}] names unknown programs: {', '.join(missing)}")
+                self.warn(
+                    section.origin, None, f"[{name}] names unknown programs: {', '.join(missing)}"
+                )
+            priority = f", priority={group.priority}" if group.priority else ""
             self.warn(
-                line,
-                f"[{section}] has no svcorch equivalent: its programs"
-                f" ({', '.join(members) or 'none'}) are converted one by one;"
-                " start them together with `svcorch up NAME...` or give them a common profile",
+                section.origin,
+                None,
+                f"[{name}] kept as a comment on its programs ({', '.join(group.members) or 'none'}"
+                f"{priority}): svcorch has no groups; start them together with"
+                " `svcorch up NAME...`",
+            )
+        return groups
+
+    def supervisord(self, section: ini.Section) -> None:
+        """``environment`` (passed to every program) and ``directory`` (their default cwd)."""
+        context: dict[str, str | None] = {"here": self.here(section)}
+        values = section.values
+        if "environment" in values:
+            text = self.translate(values["environment"], section, "environment", context)
+            self.top_env = self.environment(text, section)
+        if "directory" in values:
+            self.daemon_cwd = self.translate(values["directory"], section, "directory", context)
+        if "user" in values:
+            self.warn(
+                section.at("user"),
+                None,
+                f"[supervisord] user={values['user']}: svcorch runs as whoever starts it (root,"
+                " to switch users); each program's user= became its user:",
             )
 
-    def supervisord(self, values: Mapping[str, str]) -> dict[str, str]:
-        """Only ``environment`` matters: supervisord passes it to every program."""
-        if "environment" not in values:
-            return {}
-        context = {"here": self.here}
-        text = self.translate(values["environment"], "supervisord", "environment", context)
-        return self.environment(text, "supervisord")
-
-    def program(self, section: str, values: Mapping[str, str]) -> _Program:
-        raw_name = section.removeprefix("program:").strip()
-        line = self.positions.line(section)
-        name = self.service_name(raw_name, section, line)
-        numprocs = self.integer(values, section, "numprocs", default=1)
-        start = self.integer(values, section, "numprocs_start", default=0)
+    def program(self, section: ini.Section) -> _Program:
+        raw_name = section.name.removeprefix("program:").strip()
+        name = self.service_name(raw_name, section)
+        values = section.values
+        group = self.group_of.get(raw_name)
+        replicas = self.count(section, "numprocs", default=1)
+        start = self.integer(section, "numprocs_start", default=0)
         context: dict[str, str | None] = {
             "program_name": raw_name,
-            "group_name": self.group_of.get(raw_name, raw_name),
-            "process_num": str(start),
-            "numprocs": str(numprocs),
-            "here": self.here,
+            "group_name": group.name if group else raw_name,
+            "numprocs": str(replicas),
+            "here": self.here(section),
         }
-        if numprocs > 1:
-            self.warn(
-                self.positions.line(section, "numprocs"),
-                f"[{section}] numprocs={numprocs}: svcorch runs one process per service;"
-                f" converted as one with process_num={start}; copy the service for the others",
-            )
-        return _Program(name, section, line, self.program_body(section, values, context))
+        own_env = self.raw_environment(values.get("environment", ""))
+        body = self.comments(section, group)
+        body += self.command(section, context, replicas, start, own_env)
+        body += self.cwd(section, context, replicas, start, own_env)
+        body += self.program_env(section, context, replicas, start, own_env)
+        body += self.replicas(section, replicas, start)
+        body += self.account(section, context, own_env)
+        body += self.restart(section)
+        body += self.stop(section)
+        body += self.autostart(section)
+        body += self.dropped(section)
+        return _Program(name, section.name, section.origin, body)
 
-    def program_body(
-        self, section: str, values: Mapping[str, str], context: Mapping[str, str | None]
-    ) -> list[str]:
+    def comments(self, section: ini.Section, group: _Group | None) -> list[str]:
+        values = section.values
         priority = values.get("priority", "999").strip()
         startsecs = values.get("startsecs", "1").strip()
-        body = [
+        lines = [
             f"# depends_on: fill in (supervisord has no dependencies; priority={priority})",
             f"# ready: fill in a probe (supervisord only waited startsecs={startsecs} for the"
             " process to stay up)",
         ]
-        if "command" in values:
-            command = " ".join(values["command"].split("\n"))
-            body.append(f"command: {_scalar(self.translate(command, section, 'command', context))}")
-        else:
-            self.warn(self.positions.line(section), f"[{section}] has no command: add one")
-            body.append("# command: fill in (supervisord.conf gave none)")
-        if "directory" in values:
-            cwd = self.translate(values["directory"], section, "directory", context)
-            body.append(f"cwd: {_scalar(cwd)}")
-        body += self.program_env(section, values, context)
-        body += self.restart(section, values)
-        body += self.stop(section, values)
-        body += self.autostart(section, values)
-        body += self.dropped(section, values)
-        return body
+        if group is not None:
+            priority = f" priority={group.priority}" if group.priority else ""
+            lines.append(
+                f"# group: {group.name} ([group:{group.name}] {group.origin}{priority};"
+                f" programs={','.join(group.members)}): `svcorch up {' '.join(group.members)}`"
+            )
+        return lines
+
+    def listener(self, section: ini.Section) -> list[str]:
+        """An event listener: which of its events svcorch reports, and what is not kept."""
+        values = section.values
+        events = [e.strip() for e in values.get("events", "").split(",") if e.strip()]
+        mapped = [e for e in events if e in _LISTENER_EVENTS]
+        unmapped = [e for e in events if e not in _LISTENER_EVENTS]
+        command = " ".join(values.get("command", "").split())
+        lines = [f"[{section.name}] {section.origin}: events={','.join(events) or '(none)'}"]
+        if mapped:
+            states = ", ".join(f"{e} = {_LISTENER_EVENTS[e]}" for e in mapped)
+            lines.append(
+                f"  mapped: {states}; svcorch reports a service turning unhealthy and"
+                " recovering to the `notify:` receivers of `svcorch check --watch`"
+            )
+        if unmapped:
+            lines.append(
+                f"  not mapped: {', '.join(unmapped)} (svcorch has no tick, log, communication"
+                " or supervisor-state events)"
+            )
+        lines.append(
+            f"  not run: command={command or '(none)'} speaks supervisord's listener protocol"
+            " (READY/RESULT on stdin/stdout); an exec notifier gets the event as JSON on stdin"
+            " and SVCORCH_* variables. A listener that stops everything when a process dies"
+            " has no svcorch equivalent: restart policies and `fatal` keep the rest running"
+        )
+        self.warn(
+            section.origin,
+            None,
+            f"[{section.name}] not converted: "
+            + (
+                f"{', '.join(mapped)} map to `notify:` (commented in the output); "
+                if mapped
+                else ""
+            )
+            + (f"no svcorch event for {', '.join(unmapped)}; " if unmapped else "")
+            + "its command speaks supervisord's listener protocol",
+        )
+        return lines
 
     # -- keys ----------------------------------------------------------------------------------
 
-    def program_env(
-        self, section: str, values: Mapping[str, str], context: Mapping[str, str | None]
+    def command(
+        self,
+        section: ini.Section,
+        context: dict[str, str | None],
+        replicas: int | str,
+        start: int,
+        own_env: Mapping[str, str],
     ) -> list[str]:
-        if "environment" not in values:
+        if "command" not in section.values:
+            self.warn(section.origin, section.name, f"[{section.name}] has no command: add one")
+            return ["# command: fill in (supervisord.conf gave none)"]
+        command = " ".join(section.values["command"].split("\n"))
+        value = self.translate(
+            command, section, "command", context, replicas=(replicas, start), own_env=own_env
+        )
+        return [f"command: {_scalar(value)}"]
+
+    def cwd(
+        self,
+        section: ini.Section,
+        context: dict[str, str | None],
+        replicas: int | str,
+        start: int,
+        own_env: Mapping[str, str],
+    ) -> list[str]:
+        if "directory" in section.values:
+            cwd = self.translate(
+                section.values["directory"],
+                section,
+                "directory",
+                context,
+                replicas=(replicas, start),
+                own_env=own_env,
+            )
+            return [f"cwd: {_scalar(cwd)}"]
+        if self.daemon_cwd is not None:
+            return [f"cwd: {_scalar(self.daemon_cwd)}  # from [supervisord] directory="]
+        return []
+
+    def replicas(self, section: ini.Section, replicas: int | str, start: int) -> list[str]:
+        values = section.values
+        lines: list[str] = []
+        if replicas != 1:
+            shown = _scalar(replicas) if isinstance(replicas, str) else str(replicas)
+            lines.append(f"replicas: {shown}  # from numprocs")
+            if start:
+                lines.append(
+                    f"# numprocs_start={start}: replica i is supervisord's process_num {start}+i"
+                    " (${replica+" + str(start) + "} in the values above)"
+                )
+        name = values.get("process_name", "%(program_name)s").strip()
+        if name != "%(program_name)s":
+            note = f"process_name={name}: svcorch names its processes after the service" + (
+                " (NAME#0 .. NAME#N-1 for replicas)" if replicas != 1 else ""
+            )
+            self.warn(section.at("process_name"), section.name, f"[{section.name}] {note}")
+        return lines
+
+    def account(
+        self, section: ini.Section, context: dict[str, str | None], own_env: Mapping[str, str]
+    ) -> list[str]:
+        if "user" not in section.values:
             return []
-        raw = values["environment"].strip()
+        user = self.translate(
+            section.values["user"].strip(), section, "user", context, own_env=own_env
+        )
+        return [f"user: {_scalar(user)}"]
+
+    def program_env(
+        self,
+        section: ini.Section,
+        context: dict[str, str | None],
+        replicas: int | str,
+        start: int,
+        own_env: Mapping[str, str],
+    ) -> list[str]:
+        if "environment" not in section.values:
+            return []
+        raw = section.values["environment"].strip()
         if re.fullmatch(r"\{\{.*?\}\}", raw):
             self.warn(
-                self.positions.line(section, "environment"),
-                f"[{section}] environment is the template placeholder {raw}: fill in env: by"
+                section.at("environment"),
+                section.name,
+                f"[{section.name}] environment is the template placeholder {raw}: fill in env: by"
                 " hand, or list the variables in an env_file",
             )
             return [f"# env: fill in (supervisord.conf had environment = {raw})"]
-        text = self.translate(raw, section, "environment", context)
+        text = self.translate(raw, section, "environment", context, replicas=(replicas, start))
         env = self.environment(text, section)
         return ["env:", *(f"  {_scalar(k)}: {_scalar(v)}" for k, v in env.items())] if env else []
 
-    def environment(self, text: str, section: str) -> dict[str, str]:
-        """``KEY="v",KEY2=v2`` -> a mapping; a malformed pair is a warning, not a guess."""
-        line = self.positions.line(section, "environment")
+    def raw_environment(self, text: str) -> dict[str, str]:
+        """The program's own environment before expansion: supervisord lets its other keys
+        use these as ``%(ENV_X)s``, which svcorch's ``${X}`` would not find."""
         env: dict[str, str] = {}
-        for pair in _split_pairs(text):
+        for pair in _split_pairs(" ".join(text.split("\n"))):
+            key, equals, value = pair.partition("=")
+            if equals and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key.strip()):
+                env[key.strip()] = _unquote(value.strip())
+        return env
+
+    def environment(self, text: str, section: ini.Section) -> dict[str, str]:
+        """``KEY="v",KEY2=v2`` -> a mapping; a malformed pair is a warning, not a guess."""
+        env: dict[str, str] = {}
+        for pair in _split_pairs(" ".join(text.split("\n"))):
             key, equals, value = pair.partition("=")
             key = key.strip()
             if not equals or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
-                self.warn(line, f"[{section}] environment: cannot read {pair.strip()!r}; dropped")
+                self.warn(
+                    section.at("environment"),
+                    section.name,
+                    f"[{section.name}] environment: cannot read {pair.strip()!r}; dropped",
+                )
                 continue
             env[key] = _unquote(value.strip())
         return env
 
-    def restart(self, section: str, values: Mapping[str, str]) -> list[str]:
-        setting = values.get("autorestart", "unexpected").strip().lower()
+    def restart(self, section: ini.Section) -> list[str]:
+        values = section.values
+        raw = values.get("autorestart", "unexpected").strip()
+        setting = raw.lower()
         if setting in _TRUE:
             policy = "always"
         elif setting in _FALSE:
             policy = "no"
         else:
             policy = "on-failure"
-            if setting != "unexpected":
+            if _ENV_ONLY.fullmatch(raw):
                 self.warn(
-                    self.positions.line(section, "autorestart"),
-                    f"[{section}] autorestart={setting!r} is not true, false or unexpected;"
+                    section.at("autorestart"),
+                    section.name,
+                    f"[{section.name}] autorestart={raw}: a restart policy cannot come from a"
+                    " variable in svcorch (true, false, unexpected are always, no, on-failure);"
+                    " converted as unexpected (on-failure)",
+                )
+            elif setting != "unexpected":
+                self.warn(
+                    section.at("autorestart"),
+                    section.name,
+                    f"[{section.name}] autorestart={raw} is not true, false or unexpected;"
                     " converted as unexpected (on-failure)",
                 )
         note = (
@@ -386,18 +501,20 @@ class _Converter:
         )
         lines = ["restart:", f"  policy: {_scalar(policy)}{note}"]
         if "startretries" in values:
-            retries = self.integer(values, section, "startretries", default=3)
+            retries = self.count(section, "startretries", default=3)
             lines.append(f"  max_restarts: {retries}  # from startretries")
         exitcodes = values.get("exitcodes", "0").replace(" ", "")
         if exitcodes != "0" and policy == "on-failure":
             self.warn(
-                self.positions.line(section, "exitcodes"),
-                f"[{section}] exitcodes={exitcodes}: svcorch's on-failure restarts after any"
+                section.at("exitcodes"),
+                section.name,
+                f"[{section.name}] exitcodes={exitcodes}: svcorch's on-failure restarts after any"
                 " non-zero exit",
             )
         return lines
 
-    def stop(self, section: str, values: Mapping[str, str]) -> list[str]:
+    def stop(self, section: ini.Section) -> list[str]:
+        values = section.values
         lines: list[str] = []
         if "stopsignal" in values:
             name = _signal_name(values["stopsignal"])
@@ -405,12 +522,13 @@ class _Converter:
                 lines.append(f"  signal: {name}")
             else:
                 self.warn(
-                    self.positions.line(section, "stopsignal"),
-                    f"[{section}] stopsignal={values['stopsignal'].strip()!r} is not a signal;"
-                    " svcorch will send TERM",
+                    section.at("stopsignal"),
+                    section.name,
+                    f"[{section.name}] stopsignal={values['stopsignal'].strip()!r} is not a"
+                    " signal; svcorch will send TERM",
                 )
         if "stopwaitsecs" in values:
-            seconds = self.integer(values, section, "stopwaitsecs", default=10)
+            seconds = self.count(section, "stopwaitsecs", default=10)
             lines.append(f"  timeout: {seconds}s")
         block = ["stop:", *lines] if lines else []
         if values.keys() & _GROUP_KILL_KEYS:
@@ -418,22 +536,23 @@ class _Converter:
             block.append("# stopasgroup/killasgroup: svcorch always signals the process group")
         return block
 
-    def autostart(self, section: str, values: Mapping[str, str]) -> list[str]:
-        setting = values.get("autostart", "true").strip().lower()
+    def autostart(self, section: ini.Section) -> list[str]:
+        raw = section.values.get("autostart", "true").strip()
+        if env := _ENV_ONLY.fullmatch(raw):
+            return [f"autostart: ${{{env.group('name')}}}  # from autostart={raw}: true or false"]
+        setting = raw.lower()
         if setting in _FALSE:
-            return [
-                "# autostart=false: started only when named (`svcorch up NAME`)"
-                " or with --profile manual",
-                "profiles: [manual]",
-            ]
+            return ["autostart: false  # started only when named (`svcorch up NAME`)"]
         if setting not in _TRUE:
             self.warn(
-                self.positions.line(section, "autostart"),
-                f"[{section}] autostart={setting!r} is not true or false; treated as true",
+                section.at("autostart"),
+                section.name,
+                f"[{section.name}] autostart={raw} is not true or false; treated as true",
             )
         return []
 
-    def dropped(self, section: str, values: Mapping[str, str]) -> list[str]:
+    def dropped(self, section: ini.Section) -> list[str]:
+        values = section.values
         lines: list[str] = []
         logs = sorted(values.keys() & _LOG_KEYS)
         if logs:
@@ -441,49 +560,78 @@ class _Converter:
                 "# logs: svcorch keeps its own (svcorch logs NAME); dropped " + ", ".join(logs)
             )
         for key in values:
-            line = self.positions.line(section, key)
+            origin = section.at(key)
             if key in _UNSUPPORTED:
-                self.warn(line, f"[{section}] {key} dropped: {_UNSUPPORTED[key]}")
+                self.warn(
+                    origin, section.name, f"[{section.name}] {key} dropped: {_UNSUPPORTED[key]}"
+                )
             elif key not in _MAPPED | _LOG_KEYS | _GROUP_KILL_KEYS:
-                self.warn(line, f"[{section}] unknown key {key!r} dropped")
+                self.warn(origin, section.name, f"[{section.name}] unknown key {key!r} dropped")
         return lines
 
-    def integer(self, values: Mapping[str, str], section: str, key: str, *, default: int) -> int:
-        if key not in values:
+    def integer(self, section: ini.Section, key: str, *, default: int) -> int:
+        if key not in section.values:
             return default
-        text = values[key].strip()
+        text = section.values[key].strip()
         if text.isdigit():
             return int(text)
         self.warn(
-            self.positions.line(section, key),
-            f"[{section}] {key}={text!r} is not a whole number; using {default}",
+            section.at(key),
+            section.name,
+            f"[{section.name}] {key}={text} is not a whole number; using {default}",
         )
         return default
 
+    def count(self, section: ini.Section, key: str, *, default: int) -> int | str:
+        """A whole number, or ``${X}`` for ``%(ENV_X)s`` (svcorch reads it at load time)."""
+        text = section.values.get(key, "").strip()
+        if env := _ENV_ONLY.fullmatch(text):
+            return f"${{{env.group('name')}}}"
+        return self.integer(section, key, default=default)
+
     # -- names and expansions ------------------------------------------------------------------
 
-    def service_name(self, raw: str, section: str, line: int) -> str:
+    def here(self, section: ini.Section) -> str:
+        """``%(here)s`` of a section: its file's folder when the path is absolute, otherwise
+        ``${SUPERVISOR_HERE}`` (the main file's folder), plus the way to the included file."""
+        folder = os.path.dirname(section.origin.file)
+        if os.path.isabs(folder):
+            return folder
+        main = os.path.dirname(self.config.main)
+        relative = os.path.relpath(folder or ".", main or ".")
+        return "${SUPERVISOR_HERE}" + ("" if relative == "." else f"/{relative}")
+
+    def service_name(self, raw: str, section: ini.Section) -> str:
         readable = re.sub(r"\{\{(.*?)\}\}", lambda m: "_".join(_WORDS.findall(m.group(1))), raw)
         name = re.sub(r"[^a-z0-9_.-]+", "-", readable.lower()).lstrip("_.-")
-        name = name or f"program-{line}"
+        name = name or f"program-{section.origin.line}"
         unique, counter = name, 2
         while unique in self.names:
             unique, counter = f"{name}-{counter}", counter + 1
         self.names.add(unique)
         if unique != raw:
             self.warn(
-                line,
-                f"[{section}] becomes service {unique!r} (names must match"
+                section.origin,
+                section.name,
+                f"[{section.name}] becomes service {unique!r} (names must match"
                 f" {SERVICE_NAME.pattern} and be unique)",
             )
         return unique
 
     def translate(
-        self, value: str, section: str, key: str, context: Mapping[str, str | None]
+        self,
+        value: str,
+        section: ini.Section,
+        key: str,
+        context: Mapping[str, str | None],
+        *,
+        replicas: tuple[int | str, int] = (1, 0),
+        own_env: Mapping[str, str] | None = None,
     ) -> str:
         """supervisord's ``%(...)s`` and template ``{{...}}`` -> svcorch's ``${...}``."""
-        line = self.positions.line(section, key)
+        origin = section.at(key)
         placeholders: dict[str, str] = {}
+        where = _Where(origin, section.name, key, replicas, own_env or {})
 
         def replace(match: re.Match[str]) -> str:
             text = match.group(0)
@@ -496,21 +644,25 @@ class _Converter:
                 placeholders[text] = variable
                 return f"${{{variable}}}"
             if match.group("block") is not None:
-                self.warn(line, f"[{section}] {key}: template block {text} left as written")
+                self.warn(
+                    origin,
+                    section.name,
+                    f"[{section.name}] {key}: template block {text} left as written",
+                )
                 return text
             return self.expansion(match.group("name"), match.group("spec"), expand, context, where)
 
         def expand(raw: str) -> str:
             return _EXPANSION.sub(replace, raw)
 
-        where = (line, section, key)
         result = expand(value)
         if placeholders:
             listed = ", ".join(f"{p} as ${{{v}}}" for p, v in placeholders.items())
             plural = "s" if len(placeholders) > 1 else ""
             self.warn(
-                line,
-                f"[{section}] {key}: template placeholder{plural} left for you to fill in:"
+                origin,
+                section.name,
+                f"[{section.name}] {key}: template placeholder{plural} left for you to fill in:"
                 f" {listed} (set in the environment or an env_file, or edit the value)",
             )
         return result
@@ -521,34 +673,84 @@ class _Converter:
         spec: str,
         expand: Callable[[str], str],
         context: Mapping[str, str | None],
-        where: tuple[int, str, str],
+        where: _Where,
     ) -> str:
         if name.startswith("ENV_"):
-            return f"${{{name.removeprefix('ENV_')}}}"
+            return self.env_value(name.removeprefix("ENV_"), expand, where)
+        if name == "process_num":
+            return self.process_num(spec, where)
+        if name == "here":
+            return self.here_value(context, where)
         value = context.get(name)
         if value is None:
             return self.unresolved(name, spec, where)
-        if name in ("process_num", "numprocs"):
-            return ("%" + spec) % (int(value) if spec.endswith("d") else value)
+        if name == "numprocs":
+            return ("%" + spec) % (int(value) if spec.endswith("d") and value.isdigit() else value)
         return expand(value)  # program_name may itself hold a template placeholder
 
-    def unresolved(self, name: str, spec: str, where: tuple[int, str, str]) -> str:
-        line, section, key = where
-        if name == "here":
+    def env_value(self, variable: str, expand: Callable[[str], str], where: _Where) -> str:
+        """``%(ENV_X)s`` -> ``${X}`` (its case kept); the program's own ``environment=``
+        value if it sets X (svcorch's ``${X}`` does not look there)."""
+        if variable in where.own_env:
+            return expand(where.own_env[variable])
+        return f"${{{variable}}}"
+
+    def here_value(self, context: Mapping[str, str | None], where: _Where) -> str:
+        here = context.get("here") or "${SUPERVISOR_HERE}"
+        if here.startswith("${SUPERVISOR_HERE}"):
             self.warn(
-                line,
-                f"[{section}] {key}: %(here)s (the folder of supervisord.conf) left as"
-                " ${SUPERVISOR_HERE}: set it, or import with the file's absolute path",
+                where.origin,
+                where.section,
+                f"[{where.section}] {where.key}: %(here)s (the folder of"
+                f" {os.path.basename(self.config.main)}) left as ${{SUPERVISOR_HERE}}: set"
+                " it, or import with the file's absolute path",
             )
-            return "${SUPERVISOR_HERE}"
+        return here
+
+    def process_num(self, spec: str, where: _Where) -> str:
+        count, start = where.replicas
+        if count == 1:
+            return ("%" + spec) % (start if spec.endswith("d") else str(start))
+        offset = f"+{start}" if start else ""
+        width = re.fullmatch(r"0(\d+)d", spec)
+        if width:
+            return f"${{replica{offset}:0{width.group(1)}}}"
+        if spec not in ("d", "s", "r"):
+            self.warn(
+                where.origin,
+                where.section,
+                f"[{where.section}] {where.key}: %(process_num){spec} became ${{replica{offset}}}"
+                " (svcorch pads with zeros only: ${replica:0N})",
+            )
+        return f"${{replica{offset}}}"
+
+    def unresolved(self, name: str, spec: str, where: _Where) -> str:
         if name == "host_node_name":
-            self.warn(line, f"[{section}] {key}: %(host_node_name)s became ${{HOSTNAME}}")
+            self.warn(
+                where.origin,
+                where.section,
+                f"[{where.section}] {where.key}: %(host_node_name)s became ${{HOSTNAME}}",
+            )
             return "${HOSTNAME}"
         variable = "SUPERVISOR_" + ("_".join(_WORDS.findall(name)).upper() or "VALUE")
         self.warn(
-            line, f"[{section}] {key}: unknown expansion %({name}){spec} left as ${{{variable}}}"
+            where.origin,
+            where.section,
+            f"[{where.section}] {where.key}: unknown expansion %({name}){spec} left as"
+            f" ${{{variable}}}",
         )
         return f"${{{variable}}}"
+
+
+@dataclass(frozen=True)
+class _Where:
+    """The value being translated: where it is, and what its expansions may refer to."""
+
+    origin: ini.Origin
+    section: str
+    key: str
+    replicas: tuple[int | str, int]  # numprocs (or ${X}) and numprocs_start
+    own_env: Mapping[str, str]
 
 
 def _signal_name(text: str) -> str | None:
@@ -589,26 +791,53 @@ def _unquote(value: str) -> str:
 
 
 def _render(
-    source: str, top_env: Mapping[str, str], programs: list[_Program], ignored: list[str]
+    converter: _Converter,
+    programs: list[_Program],
+    ignored: list[str],
+    groups: list[_Group],
+    listeners: list[str],
+    warnings: list[tuple[ini.Origin, str | None, str]],
 ) -> str:
+    config = converter.config
     lines = [
-        f"# services.yaml skeleton converted from {source} by `svcorch import-supervisor`.",
+        f"# services.yaml skeleton converted from {config.main} by `svcorch import-supervisor`.",
         "# supervisord has no dependencies and no readiness checks: fill in each service's",
         "# depends_on and ready probe, then run `svcorch validate`.",
     ]
+    if len(config.files) > 1:
+        lines.append("# Read: " + ", ".join(config.files))
     if ignored:
         sections = ", ".join(f"[{name}]" for name in ignored)
         lines.append(f"# Not converted (settings of supervisord itself): {sections}")
+    for group in groups:
+        priority = f", priority={group.priority}" if group.priority else ""
+        lines.append(
+            f"# [group:{group.name}] {group.origin}: programs={','.join(group.members)}"
+            f"{priority} (start together: `svcorch up {' '.join(group.members)}`)"
+        )
+    general = [(o, m) for o, section, m in warnings if not _is_program(section)]
+    if general:
+        lines.append("# Conversion notes:")
+        lines += [f"#   {origin}: {message}" for origin, message in general]
     lines.append("version: 1")
-    if top_env:
+    if converter.top_env:
         lines.append("env:  # from [supervisord] environment")
-        lines += [f"  {_scalar(key)}: {_scalar(value)}" for key, value in top_env.items()]
-    if not programs:
-        lines.append("services: {}")
-    else:
-        lines.append("services:")
+        lines += [f"  {_scalar(key)}: {_scalar(value)}" for key, value in converter.top_env.items()]
+    if listeners:
+        lines.append("# Event listeners:")
+        lines += [f"#   {line}" for line in listeners]
+        lines.append("# notify:  # receives health changes from `svcorch check --watch`")
+        lines.append("#   - {type: exec, command: ./notify.sh}  # reads the event JSON on stdin")
+    lines.append("services:" if programs else "services: {}")
     for program in programs:
-        lines.append(f"  # [{program.section}] {source}:{program.line}")
+        lines.append(f"  # [{program.section}] {program.origin}")
+        for origin, section, message in warnings:
+            if section == program.section:
+                lines.append(f"  # note: {origin}: {message}")
         lines.append(f"  {program.name}:")
         lines += [f"    {body_line}" for body_line in program.body]
     return "\n".join(lines) + "\n"
+
+
+def _is_program(section: str | None) -> bool:
+    return section is not None and section.startswith("program:")
