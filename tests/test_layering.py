@@ -127,6 +127,7 @@ def test_probe_client_libraries_are_imported_lazily(module: str) -> None:
 
 # The engine's parts, lowest first: each may import only those before it (docs/architecture.md).
 ENGINE_PARTS = [
+    "svcorch.engine.sdnotify",
     "svcorch.engine.service",
     "svcorch.engine.events",
     "svcorch.engine.persist",

@@ -19,9 +19,11 @@ from pathlib import Path
 
 from svcorch import process
 from svcorch.engine.events import EventBus
+from svcorch.engine.sdnotify import NotifyListener, notify_options
 from svcorch.engine.service import LaunchSpec, Runtime, StartFailure, State
 from svcorch.errors import ProcessError, StaleRecord
 from svcorch.model import Service
+from svcorch.probes.base import spoken
 from svcorch.process import ProcessRecord
 from svcorch.state import StateLayout
 
@@ -66,6 +68,7 @@ class ProcessControl:
         spec = runtime.spec
         runtime.fingerprint = spec.fingerprint
         argv = list(spec.argv)
+        env = self._notify_env(runtime, spec.env)
         header = (
             f"--- svcorch: {runtime.name} start #{runtime.generation} at "
             f"{time.strftime('%Y-%m-%d %H:%M:%S')}: {Path(argv[0]).name if argv else '?'} ---"
@@ -74,13 +77,14 @@ class ProcessControl:
             popen = process.spawn(
                 argv,
                 cwd=spec.cwd,
-                env=spec.env,
+                env=env,
                 log_path=log_path,
                 header=header,
                 die_with_parent=self.die_with_parent,
                 service=runtime.name,
             )
         except ProcessError as exc:
+            self.close_notify(runtime)
             return StartFailure(str(exc), final=True)
         runtime.popen = popen
         try:
@@ -88,11 +92,37 @@ class ProcessControl:
         except ProcessError:
             # gone before its identity could be read: a record nobody matches is never signalled
             runtime.record = ProcessRecord(pid=popen.pid, pgid=popen.pid, create_time=0.0)
+        if runtime.notify is not None:
+            runtime.notify.attach(runtime.record.pgid)
         runtime.exit_code = None
         runtime.exited_at = None
         runtime.exited = self.watch_exit(runtime.record, popen=popen)
         self.bus.set(runtime, state, f"pid {popen.pid}")
         return None
+
+    def _notify_env(self, runtime: Runtime, env: dict[str, str]) -> dict[str, str]:
+        """The environment with this run's NOTIFY_SOCKET (and WATCHDOG_USEC) for a notify
+        service; a listener of an earlier run is closed first."""
+        self.close_notify(runtime)
+        options = notify_options(runtime.service)
+        if options is None:
+            return env
+        listener = NotifyListener(
+            runtime.name,
+            self.layout.root / "notify",
+            on_status=lambda status: self.bus.note(runtime, spoken(status)),
+        )
+        runtime.notify = listener
+        env = {**env, "NOTIFY_SOCKET": listener.open()}
+        watchdog = options.watchdog_seconds()
+        if watchdog is not None:
+            env["WATCHDOG_USEC"] = str(int(watchdog * 1_000_000))
+        return env
+
+    def close_notify(self, runtime: Runtime) -> None:
+        if runtime.notify is not None:
+            runtime.notify.close()
+            runtime.notify = None
 
     def watch_exit(
         self, record: ProcessRecord, popen: subprocess.Popen[bytes] | None
