@@ -16,7 +16,9 @@ from typing import Any
 
 import pytest
 
+from svcorch import catalogue as catalogue_module
 from svcorch.engine import State
+from svcorch.errors import CatalogueError
 from svcorch.probes.base import ProbeContext
 from svcorch.probes.notify import ONLY_THE_DAEMON, NotifyOptions
 from svcorch.probes.registry import get
@@ -150,3 +152,47 @@ def test_a_one_off_check_says_only_the_daemon_can_see_it(tmp_path: Path) -> None
     result = probe.check(0.0)
     assert not result.ok and not result.retryable
     assert result.detail == ONLY_THE_DAEMON
+
+
+def test_an_external_service_with_notify_needs_a_liveness_probe(tmp_path: Path) -> None:
+    path = tmp_path / "services.yaml"
+    path.write_text("version: 1\nservices:\n  db:\n    external: true\n    ready: {type: notify}\n")
+    with pytest.raises(CatalogueError) as caught:
+        catalogue_module.load(path, environ={})
+    assert "an external service with `ready: {type: notify}` needs a `liveness` probe" in str(
+        caught.value
+    )
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    ("name", "liveness"), [("redis", "redis"), ("mysql", "mysql"), ("rabbitmq", "amqp")]
+)
+def test_the_shipped_base_layer_is_ready_on_notify_and_probed_when_external(
+    name: str, liveness: str
+) -> None:
+    shipped = catalogue_module.load(REPO / "services.yaml", environ={"SVCORCH_STATE_DIR": "/x"})
+    service = shipped.service(name)
+    assert service.ready is not None and service.ready.type == "notify"
+    external = catalogue_module.load(
+        REPO / "services.yaml", environ={"BASE_EXTERNAL": "true", "SVCORCH_STATE_DIR": "/x"}
+    )
+    probe = external.service(name).outside_probe()
+    assert probe is not None and probe.type == liveness
+
+
+def test_check_of_a_notify_service_without_a_run_says_so(tmp_path: Path) -> None:
+    from svcorch.commands.check import NotifiedToTheDaemon
+    from svcorch.state import StateLayout, ensure_state_dir
+
+    path = tmp_path / "services.yaml"
+    path.write_text("version: 1\nservices:\n  svc:\n    command: x\n    ready: {type: notify}\n")
+    service = catalogue_module.load(path, environ={}).service("svc")
+    layout = StateLayout(ensure_state_dir(tmp_path / "state"))
+    result = NotifiedToTheDaemon(layout, service).check(0.0)
+    assert not result.ok
+    assert result.detail == (
+        f"{ONLY_THE_DAEMON}; no svcorch runs it (no live process in the state file)"
+    )

@@ -24,7 +24,7 @@ import time
 from typing import Any
 
 from svcorch.engine.base import EngineBase
-from svcorch.engine.sdnotify import notify_options, watchdog_of
+from svcorch.engine.sdnotify import watchdog_of
 from svcorch.engine.service import (
     SERVING,
     Restart,
@@ -215,7 +215,9 @@ class Supervision(EngineBase):
         watchdog = watchdog_of(runtime.service)
         if watchdog is not None:
             liveness = asyncio.ensure_future(self._watchdog(runtime, watchdog))
-        elif runtime.service.liveness is not None and notify_options(runtime.service) is None:
+        elif (
+            runtime.service.liveness is not None and runtime.service.liveness.probe.type != "notify"
+        ):
             liveness = asyncio.ensure_future(self._liveness(runtime))
         try:
             watched: set[asyncio.Future[Any]] = {runtime.exited}
