@@ -22,6 +22,7 @@ CLI_MODULES = {
     "svcorch.cli_export",
     "svcorch.cli_events",
     "svcorch.__main__",
+    "svcorch.cli_light",  # the entry: serves status itself, else hands over to svcorch.cli
 }
 # the app is built in svcorch.cli from the command modules, which share only cli_base
 CLI_COMMAND_MODULES = (
