@@ -1,11 +1,12 @@
-"""The light client path: ``svcorch status`` answered by a running daemon without building
-the typer app.
+"""The light client path: ``svcorch status``, ``down`` and ``restart`` answered by a running
+daemon without building the typer app.
 
 ``status`` is what people type most, and run in loops; with a daemon it is one request and
 one table. Building the typer app costs more than everything else together (typer vendors
 click and inspects every command's signature; ``import typer`` alone is ~90 ms here, the
 whole ``svcorch.cli`` ~270 ms under load), and none of it is needed to read
-``status [SERVICE…] [--json]``. So the console script enters here: the forms this module
+``status [SERVICE…] [--json]`` or to send a ``down``/``restart`` the daemon carries out.
+So the console script enters here: the forms this module
 understands, with a daemon that answers, are served with the standard library, ``control``,
 ``redaction`` and rich's table; anything else (another command, an option it does not know,
 ``--help``, no daemon, a daemon that just left) goes to the full CLI unchanged, which is why
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 if TYPE_CHECKING:
     from svcorch.state import StateLayout
 
-LIGHT_COMMANDS = frozenset({"status"})
+LIGHT_COMMANDS = frozenset({"status", "down", "restart"})
 _GLOBAL_VALUE = {"-f": "file", "--file": "file", "--state-dir": "state_dir"}
 
 
@@ -54,7 +55,7 @@ def _parse(argv: list[str]) -> tuple[dict[str, Any], str, list[str]]:
     return found, rest[0], rest[1:]
 
 
-def _status_args(args: list[str]) -> tuple[list[str], bool]:
+def _names_args(args: list[str]) -> tuple[list[str], bool]:
     names: list[str] = []
     json_output = False
     for word in args:
@@ -78,14 +79,131 @@ def _state_dir(found: dict[str, Any]) -> Path:
 def run(argv: list[str]) -> int | None:
     """The exit code when served here; None to hand the argv to the full CLI."""
     try:
-        found, _command, args = _parse(argv)  # only status so far
-        names, json_output = _status_args(args)
+        found, command, args = _parse(argv)
+        names, json_output = _names_args(args)
     except _Heavy:
         return None
+    if command == "restart" and not names:
+        return None  # the full CLI's usage error
     layout = _daemon_layout(found)
     if layout is None:
         return None
-    return _status(layout, names, json_output or bool(found["json"]))
+    json_output = json_output or bool(found["json"])
+    if command == "status":
+        return _status(layout, names, json_output)
+    return _act(layout, found, command, names, json_output)
+
+
+def _act(
+    layout: StateLayout, found: dict[str, Any], op: str, names: list[str], json_output: bool
+) -> int | None:
+    """down/restart sent to the running daemon, its progress shown as the full CLI shows it.
+    A refusal (unknown service, a catalogue problem) changed nothing: the full CLI asks
+    again and words it its own way."""
+    from svcorch import control
+    from svcorch.commands import daemon
+
+    catalogue = Path(found.get("file") or os.environ.get("SVCORCH_FILE") or "services.yaml")
+    environ = daemon.client_environment(layout.root)
+    progress = None if json_output else _Progress(quiet=bool(found["quiet"]))
+    message = {
+        "op": op,
+        "file": str(catalogue.absolute()),
+        "environ": environ,
+        "profiles": [],
+        "services": names,
+        "timeout": None,
+    }
+    try:
+        result = daemon.request(
+            layout,
+            message,
+            progress,
+            on_accepted=None if progress is None else progress.accepted,
+            on_notice=_notice,
+        )
+    except (control.RemoteError, daemon.DaemonGone):
+        return None
+    finally:
+        if progress is not None:
+            progress.close()
+    exiting = control.valid_pid(result.pop("daemon_exiting", None))
+    if exiting is not None:
+        daemon.wait_exit(layout, exiting)
+    return _finish(result, json_output)
+
+
+def _finish(result: dict[str, Any], json_output: bool) -> int:
+    from svcorch import render
+    from svcorch.redaction import NAME_KEYS, Redactor
+
+    result = Redactor.for_environment(os.environ).data(result, keep=NAME_KEYS)
+    if json_output:
+        _write(render.json_text(result))
+    else:
+        _console().print(render.outcome_text(result), end="")
+    return 0 if result.get("ok") else 1
+
+
+class _Progress:
+    """The daemon's events as they come: the full CLI's display (``cli_runtime.Progress``),
+    a live table on a terminal, one line per transition elsewhere."""
+
+    def __init__(self, *, quiet: bool) -> None:
+        self.width = 8
+        self.quiet = quiet
+        self.live_view = sys.stdout.isatty() and not quiet
+        self.rows: dict[str, dict[str, Any]] = {}
+        self._out: Any = None
+        self._live: Any = None
+
+    def accepted(self, accepted: dict[str, Any]) -> None:
+        services = [str(name) for name in accepted.get("services") or []]
+        self.width = max((len(name) for name in services), default=8)
+        for name in services:
+            self.rows.setdefault(name, {"state": "waiting", "detail": "", "since": None})
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if self.quiet:
+            return
+        import time
+
+        from svcorch import render
+        from svcorch.redaction import NAME_KEYS, Redactor
+
+        event = Redactor.for_environment(os.environ).data(event, keep=NAME_KEYS)
+        if not self.live_view:
+            if self._out is None:
+                self._out = _console()
+            self._out.print(render.event_line(event, self.width))
+            return
+        render.progress_update(self.rows, event, time.monotonic())
+        if self._live is None:
+            from rich.live import Live
+
+            self._live = Live(
+                render.ProgressTable(self.rows), console=_console(), refresh_per_second=8
+            )
+            self._live.start()
+        self._live.refresh()
+
+    def close(self) -> None:
+        if self._live is not None:
+            self._live.refresh()
+            self._live.stop()
+            self._live = None
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    # as cli_base.console: not a terminal, wide lines rather than details folded at 80
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    sys.stdout.flush()
 
 
 def _daemon_layout(found: dict[str, Any]) -> StateLayout | None:
@@ -121,9 +239,13 @@ def _status(layout: StateLayout, names: list[str], json_output: bool) -> int | N
     except (DaemonError, OSError):
         return None  # it left just now: the full CLI reads the state file
     for text in notices:
-        sys.stderr.write(f"svcorch: {_redacted(text)}\n")
+        _notice(text)
     _print_status(result.get("services", []), json_output)
     return 0
+
+
+def _notice(text: str) -> None:
+    sys.stderr.write(f"svcorch: {_redacted(text)}\n")
 
 
 def _redacted(text: str) -> str:
@@ -145,14 +267,9 @@ def _print_status(rows: list[dict[str, Any]], json_output: bool) -> None:
 
     rows = Redactor.for_environment(os.environ).data(rows, keep=NAME_KEYS)
     if json_output:
-        text = render.json_text(rows)
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
-        sys.stdout.flush()
+        _write(render.json_text(rows))
         return
-    from rich.console import Console
-
-    width = None if sys.stdout.isatty() else 200
-    Console(highlight=False, width=width).print(render.status_table(rows))
+    _console().print(render.status_table(rows))
 
 
 def main() -> NoReturn:

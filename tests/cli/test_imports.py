@@ -130,7 +130,7 @@ def light(argv: list[str], cwd: Path) -> list[object]:
     return report
 
 
-def test_status_with_a_daemon_imports_neither_typer_nor_pydantic_nor_networkx(
+def test_status_restart_down_with_a_daemon_import_neither_typer_nor_pydantic_nor_networkx(
     tmp_path: Path,
 ) -> None:
     from tests.support.cli import run_svcorch
@@ -150,6 +150,12 @@ def test_status_with_a_daemon_imports_neither_typer_nor_pydantic_nor_networkx(
         # a form the light path does not serve goes to the full CLI untouched
         assert light(["status", "--verbose-unknown"], tmp_path)[0] is None
         assert light(["-v", "status"], tmp_path)[0] is None
+        code, loaded, out = light(["restart", "idle"], tmp_path)
+        assert (code, loaded) == (0, [])
+        assert "1 restarted" in str(out)
+        code, loaded, out = light(["down"], tmp_path)
+        assert (code, loaded) == (0, [])
+        assert "1 stopped" in str(out)
     finally:
         stopped = run_svcorch("down", cwd=tmp_path)
         assert stopped.returncode == 0, stopped.stderr
