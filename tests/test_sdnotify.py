@@ -52,6 +52,13 @@ def test_redis_supervised_systemd_is_ready_on_its_own_word(tmp_path: Path) -> No
             assert runtime.detail == "Ready to accept connections"
             listener = runtime.notify
             assert listener is not None and listener.refused == 0
+            # a one-off check cannot hear it, and says what the svcorch that can recorded
+            from svcorch.commands.check import NotifiedToTheDaemon
+
+            said = f"{ONLY_THE_DAEMON}; it says: ready (Ready to accept connections)"
+            checker = NotifiedToTheDaemon(h.layout, h.catalogue.service("redis"))
+            await until(lambda: checker.check(0.0).detail == said, "the state file's word")
+            assert checker.check(0.0).ok
             sockets = list((h.layout.root / "notify").glob("redis.*.sock"))
             assert len(sockets) == 1
             assert stat.S_IMODE(sockets[0].stat().st_mode) == 0o600
