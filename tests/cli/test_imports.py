@@ -108,6 +108,13 @@ loaded = sorted(m for m in sys.modules if any(m == h or m.startswith(h + ".") fo
 print(json.dumps([code, loaded, out.getvalue()]))
 """
 
+FULL_STATUS = "import sys; from svcorch.cli import run; sys.exit(run(['status', '--json']))"
+
+
+def without_clock(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    return [{k: v for k, v in row.items() if k not in ("uptime",)} for row in rows]
+
+
 SLEEPER = """
 version: 1
 services:
@@ -150,6 +157,14 @@ def test_status_restart_down_with_a_daemon_import_neither_typer_nor_pydantic_nor
         # a form the light path does not serve goes to the full CLI untouched
         assert light(["status", "--verbose-unknown"], tmp_path)[0] is None
         assert light(["-v", "status"], tmp_path)[0] is None
+        # the same rows as the typer app's status, but for the clock
+        full = subprocess.run(
+            [sys.executable, "-c", FULL_STATUS],
+            cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert full.returncode == 0, full.stderr
+        code, loaded, out = light(["status", "--json"], tmp_path)
+        assert without_clock(json.loads(str(out))) == without_clock(json.loads(full.stdout))
         code, loaded, out = light(["restart", "idle"], tmp_path)
         assert (code, loaded) == (0, [])
         assert "1 restarted" in str(out)
