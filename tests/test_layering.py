@@ -22,6 +22,7 @@ CLI_MODULES = {
     "svcorch.cli_export",
     "svcorch.cli_events",
     "svcorch.__main__",
+    "svcorch.cli_light",  # the entry: serves status itself, else hands over to svcorch.cli
 }
 # the app is built in svcorch.cli from the command modules, which share only cli_base
 CLI_COMMAND_MODULES = (
@@ -150,6 +151,7 @@ def test_probe_client_libraries_are_imported_lazily(module: str) -> None:
 
 # The engine's parts, lowest first: each may import only those before it (docs/architecture.md).
 ENGINE_PARTS = [
+    "svcorch.engine.sdnotify",
     "svcorch.engine.service",
     "svcorch.engine.events",
     "svcorch.engine.persist",

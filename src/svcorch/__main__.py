@@ -1,3 +1,3 @@
-from svcorch.cli import main
+from svcorch.cli_light import main
 
 main()

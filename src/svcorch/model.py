@@ -274,6 +274,12 @@ class Service(_Frozen):
             raise ValueError("a service cannot be both external and oneshot")
         if self.external and self.ready is None:
             raise ValueError("an external service needs a `ready` probe (that is all svcorch does)")
+        if self.external and self.outside_probe() is None:
+            raise ValueError(
+                "an external service with `ready: {type: notify}` needs a `liveness` probe"
+                " (svcorch starts nothing, so nothing can notify it; the liveness probe is"
+                " its readiness)"
+            )
         if not self.external and self.command is None:
             raise ValueError("missing `command` (or set `external: true`)")
         if self.oneshot and self.restart.policy is RestartPolicy.ALWAYS:
@@ -281,6 +287,19 @@ class Service(_Frozen):
         if self.external and self.replicas > 1:
             raise ValueError("an external service cannot have replicas (svcorch starts none)")
         return self
+
+    def outside_probe(self) -> ProbeOptions | None:
+        """What a probe from outside the process can check of readiness: ``ready``, or,
+        when that is ``notify`` (only the process's own word), the liveness probe with the
+        readiness's ``timeout`` and ``period``."""
+        ready = self.ready
+        if ready is not None and ready.type == "notify":
+            probe = self.liveness.probe if self.liveness is not None else None
+            if probe is None or probe.type == "notify":
+                return None
+            # waited for as a readiness: the readiness's own timing, not every liveness period
+            return probe.model_copy(update={"timeout": ready.timeout, "period": ready.period})
+        return ready
 
     @property
     def kind(self) -> Kind:

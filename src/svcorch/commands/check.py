@@ -123,6 +123,8 @@ def _rfind_line(handle: BinaryIO, end: int, header: bytes) -> int:
 
 
 def _probe_for(catalogue: Catalogue, layout: StateLayout, service: Service) -> Probe:
+    if _options(service).type == "notify":
+        return NotifiedToTheDaemon(layout, service)
     if _options(service).type == "log" and service.kind is not Kind.EXTERNAL:
         return LogOfCurrentRun(catalogue, layout, service)
     return _create(catalogue, layout, service, last_start_offset)
@@ -146,6 +148,33 @@ def _create(
         log_offset=offset(log_path, service.name),
     )
     return probe_type.create(options, context)
+
+
+class NotifiedToTheDaemon:
+    """``check`` of a notify service: only the svcorch that started it hears its READY=1,
+    so say so, and say what that svcorch recorded (the state file) when a run is alive."""
+
+    def __init__(self, layout: StateLayout, service: Service) -> None:
+        self.layout = layout
+        self.service = service
+
+    def check(self, deadline: float) -> ProbeResult:
+        from svcorch.probes.notify import ONLY_THE_DAEMON
+
+        try:
+            run = current_run(self.layout, self.service.name)
+            record = StateFile(self.layout.state_file).load().get(self.service.name)
+        except StateError as exc:
+            return ProbeResult.failed(f"{ONLY_THE_DAEMON}; {exc}", retryable=True)
+        if run is None or record is None:
+            return ProbeResult.failed(
+                f"{ONLY_THE_DAEMON}; no svcorch runs it (no live process in the state file)",
+                retryable=True,
+            )
+        said = f"{record.state}" + (f" ({record.detail})" if record.detail else "")
+        ok = record.state in ("ready", "degraded")
+        detail = f"{ONLY_THE_DAEMON}; it says: {said}"
+        return ProbeResult(ok=ok, detail=detail, retryable=not ok)
 
 
 class LogOfCurrentRun:
@@ -192,6 +221,10 @@ def current_run(layout: StateLayout, service: str) -> ProcessRecord | None:
 
 
 def _options(service: Service) -> ProbeOptions:
+    if service.kind is Kind.EXTERNAL:  # notify readiness of an external: its liveness probe
+        options = service.outside_probe()
+        assert options is not None  # the model requires one
+        return options
     assert service.ready is not None
     return service.ready
 

@@ -18,7 +18,7 @@ from svcorch.errors import ExportGap, UsageError
 from svcorch.exporters import TARGETS, get
 from svcorch.exporters.base import Export, ExportRequest, secret_values
 from svcorch.graph import ServiceGraph
-from svcorch.model import Catalogue
+from svcorch.model import Catalogue, Kind
 from svcorch.redaction import redact
 
 
@@ -66,10 +66,32 @@ def select(
 
 def build(target: str, request: ExportRequest, *, strict: bool) -> Export:
     check_target(target)
-    result = get(target)(request)
+    result = get(target)(heard_from_outside(target, request))
     if strict and result.warnings:
         raise ExportGap("\n".join(f"export {target}: {w}" for w in result.warnings))
     return result
+
+
+def heard_from_outside(target: str, request: ExportRequest) -> ExportRequest:
+    """The request as the target can gate it. A ``notify`` readiness is heard only by the
+    manager that started the process: systemd hears it itself (``Type=notify``); every other
+    target's gates probe from outside, so there the liveness probe stands in for it (as it
+    does for an external service everywhere)."""
+    from dataclasses import replace
+
+    services = dict(request.catalogue.services)
+    changed = False
+    for name, service in services.items():
+        if service.ready is None or service.ready.type != "notify":
+            continue
+        if target == "systemd" and service.kind is not Kind.EXTERNAL:
+            continue
+        services[name] = service.model_copy(update={"ready": service.outside_probe()})
+        changed = True
+    if not changed:
+        return request
+    catalogue = request.catalogue.model_copy(update={"services": services})
+    return replace(request, catalogue=catalogue)
 
 
 def write(result: Export, out: Path) -> list[Path]:

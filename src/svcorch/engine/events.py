@@ -132,6 +132,13 @@ class EventBus:
             except Exception:  # the transition happened; a failed reaction is logged
                 log.exception("reacting to %s's transition failed", runtime.name)
 
+    def note(self, runtime: Runtime, detail: str) -> None:
+        """A new detail for the same state (a notify service's ``STATUS=``): shown by status
+        and kept in the state file, but no transition, so no event and no reaction."""
+        runtime.detail = self.redact(detail)
+        self._on_change()
+        self._wake()
+
     def _wake(self) -> None:
         async def wake() -> None:
             async with self.changed:

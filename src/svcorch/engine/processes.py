@@ -21,9 +21,11 @@ from pathlib import Path
 
 from svcorch import accounts, identity, process
 from svcorch.engine.events import EventBus
+from svcorch.engine.sdnotify import NotifyListener, notify_options
 from svcorch.engine.service import LaunchSpec, Runtime, StartFailure, State
 from svcorch.errors import ProcessError, StaleRecord
 from svcorch.model import Service
+from svcorch.probes.base import spoken
 from svcorch.process import ProcessRecord
 from svcorch.state import StateLayout
 
@@ -67,8 +69,9 @@ class ProcessControl:
 
     # -- spawning ----------------------------------------------------------------------------
 
-    async def spawn(self, runtime: Runtime, state: State) -> StartFailure | None:
-        """Spawn the service's process and enter ``state``; None, or why it could not."""
+    async def _prepare(self, runtime: Runtime) -> StartFailure | None:
+        """Before a spawn: the last run's leftovers gone, where this start's log begins, the
+        declared ports free, what it runs resolved. None, or why it cannot start."""
         service = runtime.service
         if runtime.record is not None and not runtime.alive:
             # what the last run left (a grandchild that called setsid) must not hold the port
@@ -85,21 +88,27 @@ class ProcessControl:
             runtime.log_offset = log_path.stat().st_size
         except FileNotFoundError:
             runtime.log_offset = 0
-        if service.ports:
-            try:
+        try:
+            if service.ports:
                 await asyncio.to_thread(process.check_ports_free, runtime.name, service.ports)
-            except ProcessError as exc:
-                return StartFailure(str(exc), final=True)
-        if runtime.spec is None:
-            try:
+            if runtime.spec is None:
                 runtime.spec = self.specify(service)
-            except ProcessError as exc:
-                return StartFailure(str(exc), final=True)
+        except ProcessError as exc:
+            return StartFailure(str(exc), final=True)
+        return None
+
+    async def spawn(self, runtime: Runtime, state: State) -> StartFailure | None:
+        """Spawn the service's process and enter ``state``; None, or why it could not."""
+        failure = await self._prepare(runtime)
+        if failure is not None:
+            return failure
+        assert runtime.spec is not None  # _prepare resolved it
         spec = runtime.spec
         if spec.account is not None and (refused := accounts.switch_refused(spec.account)):
             return StartFailure(f"cannot start {runtime.name!r}: {refused}", final=True)
         runtime.fingerprint = spec.fingerprint
         argv = list(spec.argv)
+        env = self._notify_env(runtime, spec.env)
         header = (
             f"--- svcorch: {runtime.name} start #{runtime.generation} at "
             f"{time.strftime('%Y-%m-%d %H:%M:%S')}: {Path(argv[0]).name if argv else '?'} ---"
@@ -109,8 +118,8 @@ class ProcessControl:
             popen = process.spawn(
                 argv,
                 cwd=spec.cwd,
-                env=spec.env,
-                log_path=log_path,
+                env=env,
+                log_path=self.layout.service_log(runtime.name),
                 header=header,
                 die_with_parent=self.die_with_parent,
                 service=runtime.name,
@@ -120,6 +129,7 @@ class ProcessControl:
         except ProcessError as exc:
             if run.cgroup is not None:
                 identity.remove_cgroup(run.cgroup)
+            self.close_notify(runtime)
             return StartFailure(str(exc), final=True)
         runtime.popen = popen
         try:
@@ -131,11 +141,37 @@ class ProcessControl:
             )
         if run.cgroup is not None and runtime.record.cgroup is None:
             identity.remove_cgroup(run.cgroup)  # the host refused the move: the marker it is
+        if runtime.notify is not None:
+            runtime.notify.attach(runtime.record.pgid)
         runtime.exit_code = None
         runtime.exited_at = None
         runtime.exited = self.watch_exit(runtime.record, popen=popen)
         self.bus.set(runtime, state, f"pid {popen.pid}")
         return None
+
+    def _notify_env(self, runtime: Runtime, env: dict[str, str]) -> dict[str, str]:
+        """The environment with this run's NOTIFY_SOCKET (and WATCHDOG_USEC) for a notify
+        service; a listener of an earlier run is closed first."""
+        self.close_notify(runtime)
+        options = notify_options(runtime.service)
+        if options is None:
+            return env
+        listener = NotifyListener(
+            runtime.name,
+            self.layout.root / "notify",
+            on_status=lambda status: self.bus.note(runtime, spoken(status)),
+        )
+        runtime.notify = listener
+        env = {**env, "NOTIFY_SOCKET": listener.open()}
+        watchdog = options.watchdog_seconds()
+        if watchdog is not None:
+            env["WATCHDOG_USEC"] = str(int(watchdog * 1_000_000))
+        return env
+
+    def close_notify(self, runtime: Runtime) -> None:
+        if runtime.notify is not None:
+            runtime.notify.close()
+            runtime.notify = None
 
     def watch_exit(
         self, record: ProcessRecord, popen: subprocess.Popen[bytes] | None

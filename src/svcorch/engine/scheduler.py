@@ -303,7 +303,8 @@ class Scheduling(EngineBase):
             raise Blocked(blocker[0])
 
     async def _probe_external(self, runtime: Runtime) -> None:
-        options = runtime.service.ready
+        # notify readiness of an external service: its liveness probe (the model checks)
+        options = runtime.service.outside_probe()
         assert options is not None  # the model requires a probe on external services
         self.bus.set(runtime, State.PROBING, options.target())
         result = await self.wait_ready(runtime, options)

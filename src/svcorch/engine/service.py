@@ -14,12 +14,16 @@ from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from svcorch.accounts import Account
 from svcorch.fingerprint import Definition
 from svcorch.model import Condition, Kind, Service
 from svcorch.process import ProcessRecord
 from svcorch.state import ServiceRecord
+
+if TYPE_CHECKING:
+    from svcorch.engine.sdnotify import NotifyListener
 
 
 class State(StrEnum):
@@ -97,6 +101,7 @@ class Runtime:
     # resolved (with why) when a dependency leaves its condition while this one starts
     dependency_lost: asyncio.Future[str] | None = None
     degraded_by: tuple[str, ...] = ()  # the dependencies it lost since it was last ready
+    notify: NotifyListener | None = None  # this run's NOTIFY_SOCKET (``ready: notify``)
 
     @property
     def alive(self) -> bool:
@@ -111,6 +116,9 @@ class Runtime:
     def record_exit(self, code: int | None) -> None:
         self.exit_code = code
         self.exited_at = time.time()
+        if self.notify is not None:  # nothing of this run may speak for the next one
+            self.notify.close()
+            self.notify = None
 
     def to_record(self) -> ServiceRecord:
         """What state.json keeps of it."""

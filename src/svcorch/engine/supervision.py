@@ -24,6 +24,7 @@ import time
 from typing import Any
 
 from svcorch.engine.base import EngineBase
+from svcorch.engine.sdnotify import watchdog_of
 from svcorch.engine.service import (
     SERVING,
     Restart,
@@ -159,14 +160,18 @@ class Supervision(EngineBase):
     async def wait_ready(self, runtime: Runtime, options: ProbeOptions) -> ProbeResult:
         from svcorch.probes.wait import wait_ready_async
 
-        probe = self.probe(runtime, options)
-        if runtime.service.kind is Kind.EXTERNAL:
-            return await wait_ready_async(probe, options)
         exited = runtime.exited
-        assert exited is not None
-        waiter = asyncio.ensure_future(
-            wait_ready_async(probe, options, is_alive=lambda: not exited.done())
-        )
+        if runtime.notify is not None and options.type == "notify":
+            assert exited is not None
+            waiter = asyncio.ensure_future(self._notified(runtime, options))
+        else:
+            probe = self.probe(runtime, options)
+            if runtime.service.kind is Kind.EXTERNAL:
+                return await wait_ready_async(probe, options)
+            assert exited is not None
+            waiter = asyncio.ensure_future(
+                wait_ready_async(probe, options, is_alive=lambda: not exited.done())
+            )
         # react to the child's exit, or a dependency leaving, at once, not at the next attempt
         watched: set[asyncio.Future[Any]] = {waiter, exited}
         if runtime.dependency_lost is not None:
@@ -182,13 +187,38 @@ class Supervision(EngineBase):
             return ProbeResult.failed("interrupted", retryable=False)
         return waiter.result()
 
+    async def _notified(self, runtime: Runtime, options: ProbeOptions) -> ProbeResult:
+        """Wait for the service's own READY=1: an event on the loop, no attempt, no poll."""
+        listener = runtime.notify
+        assert listener is not None and listener.ready is not None
+        started = time.monotonic()
+        limit = options.timeout.total_seconds()
+        try:
+            status = await asyncio.wait_for(asyncio.shield(listener.ready), limit)
+        except TimeoutError:
+            said = f" (last STATUS: {listener.status})" if listener.status else ""
+            return ProbeResult.failed(
+                f"no READY=1 within {limit:g}s{said}", retryable=False, elapsed=limit
+            )
+        except asyncio.CancelledError:
+            if listener.ready.cancelled():  # the run ended: its listener closed
+                return ProbeResult.failed("interrupted", retryable=False)
+            raise
+        elapsed = time.monotonic() - started
+        return ProbeResult.passed(status or "READY=1", elapsed=elapsed)
+
     # -- watching a ready service ------------------------------------------------------------
 
     async def supervise(self, runtime: Runtime) -> Restart | None:
         """Watch a ready service until it exits or its liveness fails; then restart policy."""
         assert runtime.exited is not None
         liveness = None
-        if runtime.service.liveness is not None:
+        watchdog = watchdog_of(runtime.service)
+        if watchdog is not None:
+            liveness = asyncio.ensure_future(self._watchdog(runtime, watchdog))
+        elif (
+            runtime.service.liveness is not None and runtime.service.liveness.probe.type != "notify"
+        ):
             liveness = asyncio.ensure_future(self._liveness(runtime))
         try:
             watched: set[asyncio.Future[Any]] = {runtime.exited}
@@ -221,6 +251,24 @@ class Supervision(EngineBase):
             self.bus.set(runtime, State.EXITED, describe_exit(code))
             return None
         return Restart(describe_exit(code), counted=not waiting_on)
+
+    async def _watchdog(self, runtime: Runtime, seconds: float) -> None:
+        """Liveness by the service's own ``WATCHDOG=1``: silent for ``seconds``, it fails."""
+        listener = runtime.notify
+        runtime.liveness_failed = False
+        if listener is None:  # adopted from an earlier daemon: its socket is gone with it
+            await asyncio.get_running_loop().create_future()
+            return
+        while True:
+            listener.pinged.clear()
+            try:
+                await asyncio.wait_for(listener.pinged.wait(), seconds)
+            except TimeoutError:
+                if _degraded(runtime):
+                    continue  # a dependency's outage may hold it up; not its own failure
+                runtime.liveness_failed = True
+                runtime.detail = f"no WATCHDOG=1 within {seconds:g}s"
+                return
 
     async def _liveness(self, runtime: Runtime) -> None:
         from svcorch.probes.wait import check_once

@@ -24,6 +24,7 @@ BUILTIN: dict[str, str] = {
     "amqp": "svcorch.probes.amqp",
     "mysql": "svcorch.probes.mysql",
     "influxdb": "svcorch.probes.influxdb",
+    "notify": "svcorch.probes.notify",
 }
 
 
