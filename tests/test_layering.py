@@ -21,6 +21,7 @@ CLI_MODULES = {
     "svcorch.cli_check",
     "svcorch.cli_export",
     "svcorch.cli_events",
+    "svcorch.cli_web",
     "svcorch.__main__",
 }
 # the app is built in svcorch.cli from the command modules, which share only cli_base
@@ -30,6 +31,7 @@ CLI_COMMAND_MODULES = (
     "svcorch.cli_check",
     "svcorch.cli_export",
     "svcorch.cli_events",
+    "svcorch.cli_web",
 )
 TERMINAL = ("typer", "rich", "click")
 
