@@ -53,6 +53,9 @@ def web(
     where = "--token-file" if token_file is not None else security.TOKEN_ENV
     if token is None:
         # actions always need a token: make one only this user can read
+        from svcorch.state import ensure_state_dir
+
+        ensure_state_dir(layout.root)
         token = security.new_token()
         security.write_token(layout.root / "web.token", token)
         where = str(layout.root / "web.token")

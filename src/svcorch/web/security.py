@@ -87,10 +87,10 @@ def new_token() -> str:
 
 def write_token(path: Path, token: str) -> None:
     """The generated token, 0600, for the page's user to paste (never printed)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+    from svcorch.statedir import open_private
+
+    with os.fdopen(open_private(path, os.O_WRONLY | os.O_TRUNC), "w", encoding="utf-8") as handle:
         handle.write(token + "\n")
-    os.chmod(path, 0o600)
 
 
 @dataclass(frozen=True)
