@@ -155,7 +155,7 @@ class SseReader:
                     event = _parse(block.decode())
                     if "data" in event:
                         self.events.append(event)
-                        self.arrived.append(time.monotonic())
+                        self.arrived.append(time.time())
         except OSError:
             return
 

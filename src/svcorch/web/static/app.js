@@ -55,29 +55,41 @@ function age(seconds) {
 
 // -- the table ---------------------------------------------------------------------------------
 
+const rowElements = new Map(); // service -> its <tr>, so an event touches one row only
+
 function renderTable() {
   const body = $("services").tBodies[0];
-  const seen = new Set();
-  for (const row of state.rows.values()) {
-    seen.add(row.service);
-    let tr = body.querySelector(`tr[data-service="${CSS.escape(row.service)}"]`);
-    if (!tr) {
-      tr = el("tr", { "data-service": row.service });
-      tr.append(el("td", { class: "name" }, row.service), el("td", { class: "state" }), el("td", { class: "pid wide" }),
-        el("td", { class: "uptime" }), el("td", { class: "restarts wide" }), el("td", { class: "host wide" }, "local"),
-        el("td", { class: "detail" }), actionCell(row.service));
-      body.append(tr);
-    }
-    const pill = tr.querySelector(".state").firstChild || tr.querySelector(".state").appendChild(el("span", { class: "pill" }));
-    pill.dataset.state = row.state;
-    pill.textContent = row.state;
-    tr.dataset.state = row.state;
-    tr.querySelector(".pid").textContent = row.pid || "";
-    tr.querySelector(".uptime").textContent = row.pid ? age(row.uptime) : "";
-    tr.querySelector(".restarts").textContent = row.restarts || 0;
-    tr.querySelector(".detail").textContent = row.detail || "";
+  for (const row of state.rows.values()) renderRow(body, row);
+  for (const [name, tr] of rowElements) if (!state.rows.has(name)) { tr.remove(); rowElements.delete(name); }
+}
+
+function renderRow(body, row) {
+  let tr = rowElements.get(row.service);
+  if (!tr) {
+    tr = el("tr", { "data-service": row.service });
+    tr.append(el("td", { class: "name" }, row.service), el("td", { class: "state" }, ""), el("td", { class: "pid wide" }),
+      el("td", { class: "uptime" }), el("td", { class: "restarts wide" }), el("td", { class: "host wide" }, "local"),
+      el("td", { class: "detail" }), actionCell(row.service));
+    tr.children[1].append(el("span", { class: "pill" }));
+    body.append(tr);
+    rowElements.set(row.service, tr);
   }
-  for (const tr of [...body.rows]) if (!seen.has(tr.dataset.service)) tr.remove();
+  const cells = tr.children;
+  const pill = cells[1].firstChild;
+  pill.dataset.state = row.state;
+  pill.textContent = row.state;
+  tr.dataset.state = row.state;
+  cells[2].textContent = row.pid || "";
+  cells[3].textContent = row.pid ? age(row.uptime) : "";
+  cells[4].textContent = row.restarts || 0;
+  cells[6].textContent = row.detail || "";
+}
+
+function recolourNode(service, s) {
+  const g = $("graph").querySelector(`g.node[data-service="${CSS.escape(service)}"]`);
+  if (!g) return;
+  g.dataset.state = s;
+  g.querySelector("rect").setAttribute("fill", colour(s));
 }
 
 function actionCell(service) {
@@ -252,8 +264,8 @@ function onJournalEvent(event) {
     row.state = record.new;
     row.detail = record.detail;
     if (record.pid) row.pid = record.pid;
-    renderTable();
-    renderGraph();
+    renderRow($("services").tBodies[0], row);
+    recolourNode(record.service, record.new);
   }
   const li = el("li", { "data-severity": record.severity, "data-seq": record.seq, "data-service": record.service, "data-kind": record.kind });
   li.append(el("time", {}, new Date(record.time * 1000).toLocaleTimeString()), document.createTextNode(`${record.service} ${record.kind}: ${record.old} → ${record.new} ${record.detail || ""}`));
@@ -327,7 +339,7 @@ async function refresh() {
 
 function scheduleRefresh() {
   clearTimeout(scheduleRefresh.timer);
-  scheduleRefresh.timer = setTimeout(refresh, 300);
+  scheduleRefresh.timer = setTimeout(refresh, 1000); // after a burst: uptimes, restarts, timeline
 }
 
 async function start() {
@@ -352,6 +364,7 @@ async function start() {
   }
   await refresh();
   state.loadedAt = Date.now();
+  state.loadMs = performance.now(); // navigation start -> table, graph and timeline drawn
   document.body.dataset.loaded = "true";
   setInterval(() => { for (const r of state.rows.values()) if (r.pid && r.uptime !== null) r.uptime += 1; renderTable(); }, 1000);
   followEvents();
