@@ -10,7 +10,7 @@ import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ class Web:
     host: str = "127.0.0.1"
     popen: subprocess.Popen[str] | None = None
     token: str | None = TOKEN
-    extra: list[str] = field(default_factory=list)
+    output: Path = Path("/dev/null")
 
     @property
     def base(self) -> str:
@@ -50,9 +50,11 @@ class Web:
 
     def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         environ = dict(self.stack.env if env is None else env)
+        # a file, not a pipe: an unread pipe fills up and would block the server's access log
+        self.output = self.stack.root / f"web-{self.port}.out"
         self.popen = subprocess.Popen(
             self.stack.argv("web", "--bind", f"{self.host}:{self.port}", *args),
-            stdout=subprocess.PIPE,
+            stdout=self.output.open("w"),
             stderr=subprocess.STDOUT,
             text=True,
             env=environ,
@@ -63,7 +65,7 @@ class Web:
             timeout=20,
             message="svcorch web listening",
         )
-        assert self.popen.poll() is None, self.popen.communicate()[0]
+        assert self.popen.poll() is None, self.output.read_text()
         return self.popen
 
     def request(
@@ -100,9 +102,8 @@ class Web:
         if self.popen is None:
             return ""
         stop_popen(self.popen)
-        out = self.popen.communicate()[0]
         self.popen = None
-        return out
+        return self.output.read_text()
 
 
 @pytest.fixture

@@ -160,8 +160,9 @@ class SseReader:
             return
 
     def close(self) -> None:
-        self.sock.close()
+        self.sock.shutdown(socket.SHUT_RDWR)  # wakes the reader; close() alone would not
         self._thread.join(5)
+        self.sock.close()
 
 
 def _parse(block: str) -> dict[str, str]:

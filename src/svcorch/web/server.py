@@ -32,6 +32,8 @@ from svcorch.web.security import Guard, Refusal
 
 MAX_BODY = 65_536  # bytes: an action's body is a few names
 KEEPALIVE = 15.0  # seconds between SSE comments, so proxies and browsers keep the stream
+REQUEST_TIMEOUT = 10.0  # seconds a client may take to send its request (and to read a write)
+MAX_STREAMS = 64  # open event and log streams; each holds a thread (and a daemon follower)
 ASSETS = {
     "app.js": "text/javascript; charset=utf-8",
     "app.css": "text/css; charset=utf-8",
@@ -99,6 +101,8 @@ class App:
 
 
 class Handler(BaseHTTPRequestHandler):
+    # a client that connects and sends half a request holds its thread 10 s, not for ever
+    timeout = REQUEST_TIMEOUT
     server_version = "svcorch-web"
     sys_version = ""  # no Python version in the Server header
     server: WebServer
@@ -117,8 +121,18 @@ class Handler(BaseHTTPRequestHandler):
         # a line it could not parse leaves HTTP/0.9, which has no status line: answer 1.0
         self.request_version = "HTTP/1.0"
         self.close_connection = True
+        if code == HTTPStatus.NOT_IMPLEMENTED:  # a method no route has: the client's fault
+            code, message = 405, f"method not allowed: {self.command!r}"
         with contextlib.suppress(OSError):
             self._json(code, {"error": message or HTTPStatus(code).phrase, "status": code})
+
+    def parse_request(self) -> bool:
+        if not super().parse_request():
+            return False
+        if self.request_version == "HTTP/0.9":  # no headers, so no Host, no token: refused
+            self.send_error(400, "bad request: HTTP/0.9 is not served")
+            return False
+        return True
 
     def _json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(body, indent=2).encode() + b"\n"
@@ -258,23 +272,23 @@ class Handler(BaseHTTPRequestHandler):
             self._json(200, {"service": name, "lines": self.app.backend.logs(name, lines)})
             return
         self.app.backend.check_known([name])
-        stream = EventStream(self)
-        for batch in self.app.backend.follow_logs(name, lines, stream.closed):
-            for line in batch:
-                stream.send(json.dumps({"service": name, "line": line}), event="line")
+        with EventStream(self) as stream:
+            for batch in self.app.backend.follow_logs(name, lines, stream.closed):
+                for line in batch:
+                    stream.send(json.dumps({"service": name, "line": line}), event="line")
 
     def _events(self, query: dict[str, str]) -> None:
         services = [s for s in (query.get("services") or "").split(",") if s]
         if services:
             self.app.backend.check_known(services)
         after = _last_event_id(self.headers.get("Last-Event-ID") or query.get("last_event_id"))
-        stream = EventStream(self)
-        self.app.backend.follow_events(
-            services,
-            after,
-            lambda record: stream.send(json.dumps(record.to_dict()), event_id=record.seq),
-            stream.closed,
-        )
+        with EventStream(self) as stream:
+            self.app.backend.follow_events(
+                services,
+                after,
+                lambda record: stream.send(json.dumps(record.to_dict()), event_id=record.seq),
+                stream.closed,
+            )
 
     # -- actions ---------------------------------------------------------------------------
 
@@ -318,15 +332,27 @@ class EventStream:
     and ``closed()`` true once the client has gone (or the server stops)."""
 
     def __init__(self, handler: Handler) -> None:
+        if not handler.server.streams.acquire(blocking=False):
+            raise HttpError(503, f"too many open streams (at most {MAX_STREAMS}); try again later")
         self.handler = handler
         self.gone = False
         self.last_write = time.monotonic()
-        handler.send_response(200)
-        handler.send_header("Content-Type", "text/event-stream; charset=utf-8")
-        handler._common_headers()
-        handler.send_header("X-Accel-Buffering", "no")
-        handler.end_headers()
+        try:
+            handler.send_response(200)
+            handler.send_header("Content-Type", "text/event-stream; charset=utf-8")
+            handler._common_headers()
+            handler.send_header("X-Accel-Buffering", "no")
+            handler.end_headers()
+        except BaseException:
+            handler.server.streams.release()
+            raise
         self._write(b"retry: 2000\n\n")
+
+    def __enter__(self) -> EventStream:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.handler.server.streams.release()
 
     def _write(self, data: bytes) -> None:
         try:
@@ -353,8 +379,9 @@ class EventStream:
         connection: socket.socket = self.handler.connection
         try:
             readable, _, _ = select.select([connection], [], [], 0)
-            # a client sends nothing after its request: readable now means it hung up
-            if readable and not connection.recv(1, socket.MSG_PEEK):
+            # a stream's client has nothing more to say: what it sends is dropped, and an
+            # end of file means it hung up
+            if readable and not connection.recv(65536):
                 self.gone = True
         except (OSError, ValueError):
             self.gone = True
@@ -367,6 +394,7 @@ class WebServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], app: App) -> None:
         self.app = app
+        self.streams = threading.BoundedSemaphore(MAX_STREAMS)
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, Handler)
