@@ -61,6 +61,10 @@ def test_reads_are_open_on_the_loopback_only() -> None:
     refusal = _guard("192.0.2.7").check_read({"Host": "192.0.2.7:8765"})
     assert refusal is not None and refusal.status == 401
     assert _guard("192.0.2.7").check_read({"Host": "x", "Authorization": f"Bearer {TOKEN}"}) is None
+    # the page itself holds no data: a browser gets it, then is asked the token
+    assert _guard("192.0.2.7").check_page({"Host": "192.0.2.7:8765"}) is None
+    refusal = _guard().check_page({"Host": "evil.example:8765"})
+    assert refusal is not None and refusal.status == 403
 
 
 def test_bind_parsing() -> None:

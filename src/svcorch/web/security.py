@@ -123,6 +123,12 @@ class Guard:
         name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
         return name in LOOPBACK_NAMES or is_loopback(name.strip("[]"))
 
+    def check_page(self, headers: Headers) -> Refusal | None:
+        """The page and its assets: no token (they hold no data), the Host rule still."""
+        if not self._host_ok(headers):
+            return Refusal(403, "forbidden: the Host header does not name this server")
+        return None
+
     def check_read(self, headers: Headers) -> Refusal | None:
         if not self._host_ok(headers):
             return Refusal(403, "forbidden: the Host header does not name this server")

@@ -45,6 +45,8 @@ class Route:
     method: str
     path: str  # as the OpenAPI document writes it
     handler: str
+    # the page and its assets hold no data: a browser must get them to be asked the token
+    public: bool = False
 
     @property
     def pattern(self) -> re.Pattern[str]:
@@ -52,8 +54,8 @@ class Route:
 
 
 ROUTES = (
-    Route("GET", "/", "page"),
-    Route("GET", "/static/{asset}", "asset"),
+    Route("GET", "/", "page", public=True),
+    Route("GET", "/static/{asset}", "asset", public=True),
     Route("GET", "/api/status", "status"),
     Route("GET", "/api/graph", "graph"),
     Route("GET", "/api/analyze", "analyze"),

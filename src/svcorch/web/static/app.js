@@ -342,6 +342,17 @@ function scheduleRefresh() {
   scheduleRefresh.timer = setTimeout(refresh, 1000); // after a burst: uptimes, restarts, timeline
 }
 
+async function loadGraph() {
+  try {
+    state.graph = await getJSON("/api/graph");
+    $("stack-name").textContent = state.graph.name ? `svcorch: ${state.graph.name}` : "svcorch";
+    $("log-service").replaceChildren();
+    for (const n of state.graph.nodes) $("log-service").append(el("option", { value: n.name }, n.name));
+  } catch (err) {
+    toast(String(err));
+  }
+}
+
 async function start() {
   const fragment = new URLSearchParams(location.hash.slice(1));
   if (fragment.get("token")) {
@@ -350,18 +361,16 @@ async function start() {
   }
   $("token").value = token();
   $("token-form").onsubmit = (e) => e.preventDefault();
-  $("token").onchange = () => sessionStorage.setItem("svcorch-token", $("token").value.trim());
+  $("token").onchange = async () => {
+    sessionStorage.setItem("svcorch-token", $("token").value.trim());
+    if (!state.graph) await loadGraph(); // a bind other than the loopback: reads need it too
+    refresh();
+  };
   $("up-all").onclick = () => act("/api/up", "Start every service of the stack?");
   $("log-service").onchange = openLogs;
   $("log-follow").onchange = openLogs;
   $("log-search").oninput = renderLog;
-  try {
-    state.graph = await getJSON("/api/graph");
-    $("stack-name").textContent = state.graph.name ? `svcorch: ${state.graph.name}` : "svcorch";
-    for (const n of state.graph.nodes) $("log-service").append(el("option", { value: n.name }, n.name));
-  } catch (err) {
-    toast(String(err));
-  }
+  await loadGraph();
   await refresh();
   state.loadedAt = Date.now();
   state.loadMs = performance.now(); // navigation start -> table, graph and timeline drawn
