@@ -132,3 +132,20 @@ def test_without_a_token_one_is_made_for_this_user_only(web: Web) -> None:
     assert web.post("/api/up", token=None).status == 401
     assert web.post("/api/up", token=made).status == 200
     assert made not in web.stop()  # the token is never printed
+
+
+def test_a_port_in_use_is_one_line_and_exit_2(stack: Stack) -> None:
+    import socket
+
+    from tests.web.conftest import small_stack
+
+    small_stack(stack)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        code, err = _web_run(stack, "--bind", f"127.0.0.1:{port}")
+    assert code == 2
+    assert err.strip().splitlines() == [
+        f"svcorch: --bind 127.0.0.1:{port}: cannot listen there: Address already in use"
+    ]
