@@ -13,6 +13,9 @@ command -v influxd >/dev/null 2>&1 || need_packages+=(influxdb)
 command -v dot >/dev/null 2>&1 || need_packages+=(graphviz)
 # `svcorch export compose` is checked with the compose CLI's own `config` (no daemon needed)
 command -v docker-compose >/dev/null 2>&1 || need_packages+=(docker-compose)
+# `svcorch web`'s page is tested in a real headless browser (selenium drives chromium)
+command -v chromium >/dev/null 2>&1 || need_packages+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need_packages+=(chromium-driver)
 
 if [ "${#need_packages[@]}" -gt 0 ]; then
     echo "setup: installing Debian packages: ${need_packages[*]}" >&2

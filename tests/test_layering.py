@@ -21,6 +21,7 @@ CLI_MODULES = {
     "svcorch.cli_check",
     "svcorch.cli_export",
     "svcorch.cli_events",
+    "svcorch.cli_web",
     "svcorch.__main__",
     "svcorch.cli_light",  # the entry: serves status itself, else hands over to svcorch.cli
 }
@@ -31,6 +32,7 @@ CLI_COMMAND_MODULES = (
     "svcorch.cli_check",
     "svcorch.cli_export",
     "svcorch.cli_events",
+    "svcorch.cli_web",
 )
 TERMINAL = ("typer", "rich", "click")
 
@@ -211,3 +213,16 @@ def test_the_journal_is_read_without_the_engine() -> None:
     """`svcorch events` reads history without paying for the engine (docs/architecture.md)."""
     assert not _uses(MODULES["svcorch.journal"], "svcorch")
     assert not _uses(MODULES["svcorch.commands.events"], "svcorch.engine")
+
+
+def test_the_web_runs_beside_the_daemon_not_in_it() -> None:
+    """docs/web.md: `svcorch web` talks to the daemon over its socket; the daemon never loads
+    the web server (its 50 MiB RSS goal), and the web server never runs the engine itself."""
+    web = [m for m in MODULES if m.startswith("svcorch.web")]
+    assert "svcorch.web.server" in web
+    for module in web:
+        for inner in ("svcorch.supervisor", "svcorch.engine"):
+            assert not _uses(MODULES[module], inner), f"{module} imports {inner}"
+    for module in [m for m in MODULES if m.startswith(("svcorch.supervisor", "svcorch.engine"))]:
+        assert not _uses(MODULES[module], "svcorch.web"), module
+        assert not _uses(MODULES[module], "prometheus_client"), module

@@ -2,7 +2,8 @@
 
 Commands parse their arguments and delegate to ``svcorch.commands``; output goes through
 ``svcorch.render``. One direction: this module imports the command modules (``cli_catalogue``,
-``cli_runtime``, ``cli_check``, ``cli_events``), which import only ``cli_base``. Heavy modules
+``cli_runtime``, ``cli_check``, ``cli_events``, ``cli_export``, ``cli_web``), which import
+only ``cli_base``. Heavy modules
 are imported inside the commands that need them, so ``svcorch --help`` stays fast and never loads a
 probe's client library.
 """
@@ -19,7 +20,7 @@ from typing import Any, NoReturn
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
-from svcorch import cli_catalogue, cli_check, cli_events, cli_export, cli_runtime
+from svcorch import cli_catalogue, cli_check, cli_events, cli_export, cli_runtime, cli_web
 from svcorch.cli_base import (
     COMPLETE_VAR,
     EXIT_CRASH,
@@ -97,6 +98,7 @@ COMMANDS: dict[str, Callable[..., Any]] = {  # in the order `--help` lists them
     "analyze": cli_runtime.analyze,
     "check": cli_check.check,
     "export": cli_export.export,
+    "web": cli_web.web,
 }
 # what supervisorctl and compose users type; listed, so that completion offers them too
 ALIASES = {"start": "up", "stop": "down", "ps": "status"}
