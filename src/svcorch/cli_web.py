@@ -67,6 +67,7 @@ def web(
         loader=load,
         redactor=redactor,
         graph_json=render.graph_document,
+        project=options().project,
     )
     stopping = threading.Event()
     app = App(

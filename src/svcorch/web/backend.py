@@ -8,6 +8,7 @@ commands print.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -41,6 +42,7 @@ class Backend:
     loader: Callable[[], tuple[Catalogue, ServiceGraph]]
     redactor: Callable[[], Redactor]
     graph_json: Callable[[Catalogue, ServiceGraph], dict[str, Any]]
+    project: str  # the daemon refuses another project's requests (docs/control.md)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- reading ---------------------------------------------------------------------------
@@ -60,8 +62,12 @@ class Backend:
     def status(self) -> list[dict[str, Any]]:
         from svcorch.commands import status
 
-        rows = status.run(self.layout, [], self.load)
+        rows = status.run(self.layout, [], self.load, self.identity())
         return [dict(row) for row in self.mask(rows)]
+
+    def identity(self) -> dict[str, str]:
+        """Who asks, as the CLI says it in every request."""
+        return {"project": self.project, "file": str(self.file.absolute()), "cwd": os.getcwd()}
 
     def graph(self) -> dict[str, Any]:
         catalogue, graph = self.load()
@@ -137,14 +143,14 @@ class Backend:
         prints it. A down of everything ends the daemon: wait for it, as the CLI does."""
         message = {
             "op": op,
-            "file": str(self.file.absolute()),
+            **self.identity(),
             "environ": self.environ,
             "profiles": self.profiles,
             **fields,
         }
         for attempt in (1, 2):
             if op == "up":
-                daemon.ensure(self.layout, self.file, self.environ)
+                daemon.ensure(self.layout, self.file, self.environ, self.project)
             elif not daemon.running(self.layout):
                 raise NoDaemon(f"no svcorch daemon is running for {self.layout.root}")
             try:
