@@ -18,12 +18,13 @@ if TYPE_CHECKING:
 def events(
     names: Annotated[
         list[str] | None,
-        typer.Argument(help="Services (default: all).", show_default=False),
+        typer.Argument(metavar="SERVICE", help="Services (default: all).", show_default=False),
     ] = None,
     since: Annotated[
         str | None,
         typer.Option(
             "--since",
+            metavar="WHEN",
             help="Only events from then on: a duration ago (10m, 2h) or a local time "
             "(2024-05-02 10:00, 10:00).",
             show_default="all kept; with -f: the last 10",

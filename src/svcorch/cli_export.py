@@ -15,23 +15,43 @@ from svcorch.cli_base import JsonFlag, Names, ProfileFlag, load, options, want_j
 def export(
     target: Annotated[
         str,
-        typer.Argument(help="kubernetes, compose, systemd or supervisord.", show_default=False),
+        typer.Argument(
+            metavar="TARGET",
+            help="kubernetes, compose, systemd or supervisord.",
+            show_default=False,
+        ),
     ],
     names: Names = None,
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="Write the files here [default: print a preview]."),
+        typer.Option(
+            "--out",
+            "-o",
+            metavar="DIR",
+            help="Write the files here.",
+            show_default="print a preview",
+        ),
     ] = None,
     strict: Annotated[
         bool, typer.Option("--strict", help="Fail on anything the target cannot express.")
     ] = False,
     image: Annotated[
         list[str] | None,
-        typer.Option("--image", help="NAME=IMAGE: a service's container image (repeatable)."),
+        typer.Option(
+            "--image",
+            metavar="NAME=IMAGE",
+            help="A service's container image (repeatable).",
+            show_default="the catalogue's image:",
+        ),
     ] = None,
     svcorch_image: Annotated[
         str | None,
-        typer.Option("--svcorch-image", help="An image with svcorch, for Kubernetes' gates."),
+        typer.Option(
+            "--svcorch-image",
+            metavar="IMAGE",
+            help="An image with svcorch, for the readiness gates of Kubernetes and compose.",
+            show_default="none: needed when a service waits on a probe",
+        ),
     ] = None,
     profile: ProfileFlag = None,
     json_output: JsonFlag = False,

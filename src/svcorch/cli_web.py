@@ -21,6 +21,7 @@ def web(
         str,
         typer.Option(
             "--bind",
+            metavar="HOST:PORT",
             help="HOST:PORT to listen on; a host other than the loopback needs a token.",
         ),
     ] = "127.0.0.1:8765",
@@ -28,6 +29,7 @@ def web(
         Path | None,
         typer.Option(
             "--token-file",
+            metavar="FILE",
             help="A file (mode 0600) whose first line is the token (else SVCORCH_WEB_TOKEN).",
             show_default="SVCORCH_WEB_TOKEN, else one made at start in STATE/web.token",
         ),
