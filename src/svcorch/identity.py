@@ -33,7 +33,7 @@ MECHANISM_VARIABLE = "SVCORCH_IDENTITY"
 CGROUP_BASE = "svcorch"  # the directory under the cgroup v2 root that holds svcorch's runs
 
 _HEX = "[0-9a-f]{16}"
-_SERVICE = "[a-z0-9][a-z0-9_.-]*"  # model.SERVICE_NAME: no ':' and no '/'
+_SERVICE = "[a-z0-9][a-z0-9_.-]*(?:#[0-9]+)?"  # model.SERVICE_NAME, or a replica (worker#2): no : or /
 MARKER = re.compile(rf"^(?P<state>{_HEX}):(?P<service>{_SERVICE}):(?P<token>{_HEX})$")
 _MARKER_BYTES = f"{MARKER_VARIABLE}=".encode("ascii")
 

@@ -126,7 +126,7 @@ def _validate(folder: Path, ready: str) -> tuple[int, str, str]:
         version: 1
         services:
           web:
-            command: ./web
+            command: sleep 60  # a program that exists: validate's preflight stays quiet
             ready: {ready}
         """
     (folder / "services.yaml").write_text(textwrap.dedent(text).lstrip("\n"))
