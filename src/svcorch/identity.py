@@ -33,7 +33,8 @@ MECHANISM_VARIABLE = "SVCORCH_IDENTITY"
 CGROUP_BASE = "svcorch"  # the directory under the cgroup v2 root that holds svcorch's runs
 
 _HEX = "[0-9a-f]{16}"
-_SERVICE = "[a-z0-9][a-z0-9_.-]*(?:#[0-9]+)?"  # model.SERVICE_NAME, or a replica (worker#2): no : or /
+# model.SERVICE_NAME, or one replica of it (worker#2): never a ':' or a '/'
+_SERVICE = "[a-z0-9][a-z0-9_.-]*(?:#[0-9]+)?"
 MARKER = re.compile(rf"^(?P<state>{_HEX}):(?P<service>{_SERVICE}):(?P<token>{_HEX})$")
 _MARKER_BYTES = f"{MARKER_VARIABLE}=".encode("ascii")
 

@@ -44,9 +44,11 @@ def project_name(file: Path, override: str | None, environ: Mapping[str, str]) -
 def catalogue_name(file: Path, environ: Mapping[str, str]) -> str | None:
     """The catalogue's top-level ``name`` with ``${VAR}`` from ``environ``; None when it has
     none or cannot be read (the command then reports the file's problems itself)."""
-    try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+    from svcorch import limits
+
+    try:  # as the loader reads it: a FIFO, /dev/zero or a huge file is not read here
+        text = limits.read_regular_file(file, limits.MAX_CATALOGUE_BYTES).decode("utf-8")
+    except (OSError, UnicodeDecodeError, limits.Unreadable):
         return None
     name = _plain_name(text)
     if name is _UNSURE:
@@ -81,14 +83,14 @@ def _plain_name(text: str) -> object:
 
 
 def _parsed_name(text: str) -> object:
-    import yaml
+    # svcorch's bounded loader, never a plain YAML load: an alias bomb is refused there
+    from svcorch import yamlsrc
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    try:
-        document = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
-    except yaml.YAMLError:
-        return None
-    return document.get("name") if isinstance(document, dict) else None
+    document = yamlsrc.load(text, "services.yaml")
+    if document.problems:
+        return None  # the command reports them when it loads the catalogue
+    data = document.data
+    return data.get("name") if isinstance(data, dict) else None
 
 
 def default_state_dir(file: Path, name: str) -> Path:
