@@ -24,7 +24,13 @@ if TYPE_CHECKING:
     from svcorch.state import StateLayout
 
 LIGHT_COMMANDS = frozenset({"status", "down", "restart"})
-_GLOBAL_VALUE = {"-f": "file", "--file": "file", "--state-dir": "state_dir"}
+_GLOBAL_VALUE = {
+    "-f": "file",
+    "--file": "file",
+    "--state-dir": "state_dir",
+    "-p": "project",
+    "--project-name": "project",
+}
 
 
 class _Heavy(Exception):
@@ -68,12 +74,39 @@ def _names_args(args: list[str]) -> tuple[list[str], bool]:
     return names, json_output
 
 
+def _catalogue(found: dict[str, Any]) -> Path:
+    return Path(found.get("file") or os.environ.get("SVCORCH_FILE") or "services.yaml")
+
+
+def _project(found: dict[str, Any]) -> str:
+    """As the full CLI decides it: -p, else the catalogue's name, else its path."""
+    from svcorch.project import project_name
+
+    override = found.get("project") or os.environ.get("SVCORCH_PROJECT_NAME")
+    return project_name(_catalogue(found), override, os.environ)
+
+
+def _explicit_state_dir(found: dict[str, Any]) -> str | None:
+    return found.get("state_dir") or os.environ.get("SVCORCH_STATE_DIR") or None
+
+
 def _state_dir(found: dict[str, Any]) -> Path:
-    state_dir = found.get("state_dir") or os.environ.get("SVCORCH_STATE_DIR")
+    state_dir = _explicit_state_dir(found)
     if state_dir:
         return Path(state_dir).absolute()
-    catalogue = Path(found.get("file") or os.environ.get("SVCORCH_FILE") or "services.yaml")
-    return (catalogue.absolute().parent / ".svcorch").absolute()
+    from svcorch.project import default_state_dir
+
+    return default_state_dir(_catalogue(found), _project(found))
+
+
+def _identity(found: dict[str, Any]) -> dict[str, str]:
+    """Who asks, in every request, as the full CLI says it: the daemon refuses another
+    project or another catalogue."""
+    return {
+        "project": _project(found),
+        "file": str(_catalogue(found).absolute()),
+        "cwd": str(Path.cwd()),
+    }
 
 
 def run(argv: list[str]) -> int | None:
@@ -90,7 +123,7 @@ def run(argv: list[str]) -> int | None:
         return None
     json_output = json_output or bool(found["json"])
     if command == "status":
-        return _status(layout, names, json_output)
+        return _status(layout, found, names, json_output)
     return _act(layout, found, command, names, json_output)
 
 
@@ -103,12 +136,11 @@ def _act(
     from svcorch import control
     from svcorch.commands import daemon
 
-    catalogue = Path(found.get("file") or os.environ.get("SVCORCH_FILE") or "services.yaml")
     environ = daemon.client_environment(layout.root)
     progress = None if json_output else _Progress(quiet=bool(found["quiet"]))
     message = {
         "op": op,
-        "file": str(catalogue.absolute()),
+        **_identity(found),
         "environ": environ,
         "profiles": [],
         "services": names,
@@ -209,19 +241,28 @@ def _write(text: str) -> None:
 def _daemon_layout(found: dict[str, Any]) -> StateLayout | None:
     """The state dir when it is safe and a daemon's socket is there, else None."""
     from svcorch.errors import SvcorchError
+    from svcorch.project import check_owner
     from svcorch.state import StateLayout
     from svcorch.statedir import secure
 
     root = _state_dir(found)
     try:
         secure(root)  # the same ownership and mode checks as every command
+        check_owner(
+            root,
+            _project(found),
+            _catalogue(found),
+            explicit=_explicit_state_dir(found) is not None,
+        )
     except SvcorchError:
         return None  # the full CLI says what is wrong with it
     layout = StateLayout(root)
     return layout if layout.socket.exists() else None
 
 
-def _status(layout: StateLayout, names: list[str], json_output: bool) -> int | None:
+def _status(
+    layout: StateLayout, found: dict[str, Any], names: list[str], json_output: bool
+) -> int | None:
     from svcorch import control
     from svcorch.errors import DaemonError
 
@@ -232,7 +273,10 @@ def _status(layout: StateLayout, names: list[str], json_output: bool) -> int | N
     try:
         with connection:
             result = connection.request(
-                {"op": "status", "services": names}, None, None, notices.append
+                {"op": "status", "services": names, **_identity(found)},
+                None,
+                None,
+                notices.append,
             )
     except control.RemoteError as exc:
         return _fail(str(exc), exc.exit_code)
