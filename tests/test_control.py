@@ -126,7 +126,7 @@ def test_the_daemon_drops_a_client_that_leaves_its_answers_unread(
     """SEND_TIMEOUT, over a real socket pair: the peer never reads, the kernel buffer fills,
     and the daemon gives up on it instead of waiting forever (docs/control.md)."""
     monkeypatch.setattr(control, "SEND_TIMEOUT", 0.2)
-    daemon = Daemon(StateLayout(tmp_path), tmp_path / "services.yaml")
+    daemon = Daemon(StateLayout(tmp_path), tmp_path / "services.yaml", "test")
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
 
     async def scenario() -> float:

@@ -227,5 +227,5 @@ def test_an_unreadable_env_file_is_a_catalogue_error_before_the_preflight(stack:
     stack.write({"worker": {"command": "celeryy worker"}}, env_file="conf.env")
     result = stack.run("up")
     assert result.returncode == 2
-    assert result.stderr == f"{stack.file}:1:11: env_file 'conf.env': Is a directory\n"
+    assert result.stderr == f"{stack.file}:1:11: env_file 'conf.env': is a directory, not a file\n"
     assert stack.daemon_pid() is None or wait_until(lambda: stack.daemon_pid() is None)
