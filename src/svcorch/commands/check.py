@@ -221,10 +221,13 @@ def current_run(layout: StateLayout, service: str) -> ProcessRecord | None:
 
 
 def _options(service: Service) -> ProbeOptions:
-    if service.kind is Kind.EXTERNAL:  # notify readiness of an external: its liveness probe
-        options = service.outside_probe()
-        assert options is not None  # the model requires one
+    """What `check` runs: a probe from outside (with notify readiness, the protocol probe the
+    catalogue keeps as liveness: it proves the server answers, credentials included); only a
+    notify service with nothing else is reported from what its daemon heard."""
+    options = service.outside_probe()
+    if options is not None:
         return options
+    assert service.kind is not Kind.EXTERNAL  # the model requires an outside probe there
     assert service.ready is not None
     return service.ready
 
