@@ -11,7 +11,7 @@ import math
 import pwd
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -160,6 +160,36 @@ def env_var_name(*parts: str) -> str:
 def is_secret_value(key: str, value: str) -> bool:
     """Secret-named variables and values holding a URL password (``amqp://u:pw@...``)."""
     return is_secret_key(key) or url_password(value) is not None
+
+
+def secret_variables(env: Mapping[str, str]) -> dict[str, str]:
+    """The variables of ``env`` that are secrets (``is_secret_value``): what every target
+    writes to a secret store instead of inline."""
+    return {k: v for k, v in env.items() if is_secret_value(k, v)}
+
+
+def secret_env_files(
+    request: ExportRequest,
+    project: str,
+    gate_secrets: Mapping[str, str],
+    env_file: Callable[[dict[str, str]], str],
+) -> dict[str, ExportFile]:
+    """The 0600 env files of a target that reads secrets from files (systemd, supervisord):
+    the catalogue's shared ones, each service's own, the gates'; ``env_file`` writes one in
+    the target's syntax."""
+    catalogue = request.catalogue
+    files = {}
+    shared = secret_variables({**catalogue.dotenv, **catalogue.env})
+    if shared:
+        files[f"{project}.secrets.env"] = ExportFile(env_file(shared), secret=True)
+    for service in request.services():
+        own = secret_variables(service.env)
+        if own:
+            name = f"{project}-{service.name}.secrets.env"
+            files[name] = ExportFile(env_file(own), secret=True)
+    if gate_secrets:
+        files[GATES_ENV] = ExportFile(env_file(dict(gate_secrets)), secret=True)
+    return files
 
 
 def url_password(value: str) -> str | None:

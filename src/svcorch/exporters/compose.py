@@ -73,11 +73,11 @@ class _Compose:
     def secret_files(self, built: gates.Gates) -> dict[str, ExportFile]:
         catalogue = self.request.catalogue
         files = {}
-        shared = _secrets({**catalogue.dotenv, **catalogue.env})
+        shared = base.secret_variables({**catalogue.dotenv, **catalogue.env})
         if shared:
             files[SHARED_SECRETS] = ExportFile(_env_file(shared), secret=True)
         for service in self.request.services():
-            own = _secrets(service.env)
+            own = base.secret_variables(service.env)
             if own and service.kind is not Kind.EXTERNAL:
                 files[f"{service.name}.secrets.env"] = ExportFile(_env_file(own), secret=True)
         if built.secrets:
@@ -281,10 +281,6 @@ def _attempt(options: ProbeOptions) -> Any:
     from datetime import timedelta
 
     return timedelta(seconds=options.effective_attempt_timeout())
-
-
-def _secrets(env: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in env.items() if base.is_secret_value(k, v)}
 
 
 def _env_file(values: dict[str, str]) -> str:

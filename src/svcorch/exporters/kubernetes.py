@@ -114,10 +114,10 @@ class _Kubernetes:
         """One Secret for the catalogue's own secret variables, one per service for those in
         its own ``env``, and one for the gates' probe passwords."""
         catalogue = self.request.catalogue
-        shared = _secrets({**catalogue.dotenv, **catalogue.env})
+        shared = base.secret_variables({**catalogue.dotenv, **catalogue.env})
         found = [self.meta("v1", "Secret", SHARED_SECRET) | _secret_data(shared)] if shared else []
         for service in self.request.services():
-            own = _secrets(service.env)
+            own = base.secret_variables(service.env)
             if own and service.kind is not Kind.EXTERNAL:
                 name = self.labels[service.name] + "-env"
                 found.append(self.meta("v1", "Secret", name) | _secret_data(own))
@@ -497,10 +497,6 @@ def _attempt(options: ProbeOptions) -> Any:
 def _no_expansion(text: str) -> str:
     """Kubernetes expands ``$(VAR)`` in args and env values; ``$$`` keeps a ``$`` as is."""
     return text.replace("$(", "$$(")
-
-
-def _secrets(env: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in env.items() if base.is_secret_value(k, v)}
 
 
 def _secret_data(values: dict[str, str]) -> dict[str, Any]:

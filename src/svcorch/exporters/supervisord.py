@@ -81,24 +81,9 @@ class _Supervisord:
         files = {FILE: ExportFile("\n".join(header) + "\n".join(sections))}
         if self.checked:
             files[base.GATES_FILE] = ExportFile(built.text)
-        files |= self.secret_files(built)
+        files |= base.secret_env_files(self.request, self.project, built.secrets, _env_file)
         logs = str(self.request.state_dir / "logs")
         return Export(files=files, warnings=self.warnings.lines(), directories=(logs,))
-
-    def secret_files(self, built: gates.Gates) -> dict[str, ExportFile]:
-        catalogue = self.request.catalogue
-        files = {}
-        shared = _secrets({**catalogue.dotenv, **catalogue.env})
-        if shared:
-            files[f"{self.project}.secrets.env"] = ExportFile(_env_file(shared), secret=True)
-        for service in self.request.services():
-            own = _secrets(service.env)
-            if own:
-                name = f"{self.project}-{service.name}.secrets.env"
-                files[name] = ExportFile(_env_file(own), secret=True)
-        if built.secrets:
-            files[base.GATES_ENV] = ExportFile(_env_file(built.secrets), secret=True)
-        return files
 
     # -- one program --------------------------------------------------------------------------
 
@@ -315,10 +300,6 @@ class _Supervisord:
             f"runs inside the program of each service that waits for it ({waiting}), before"
             " it, once per start of that program",
         )
-
-
-def _secrets(env: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in env.items() if base.is_secret_value(k, v)}
 
 
 def _escape(text: str) -> str:

@@ -58,7 +58,7 @@ class _Systemd:
         files[f"{self.project}.target"] = ExportFile(self.target())
         if self.checked:
             files[base.GATES_FILE] = ExportFile(built.text)
-        files |= self.secret_files(built)
+        files |= base.secret_env_files(self.request, self.project, built.secrets, _env_file)
         logs = str(self.request.state_dir / "logs")
         directories = (logs,) if any(_log_probe(s) for s in self.request.services()) else ()
         return Export(files=files, warnings=self.warnings.lines(), directories=directories)
@@ -81,21 +81,6 @@ class _Systemd:
             "\n[Install]\n"
             "WantedBy=multi-user.target\n"
         )
-
-    def secret_files(self, built: gates.Gates) -> dict[str, ExportFile]:
-        catalogue = self.request.catalogue
-        files = {}
-        shared = _secrets({**catalogue.dotenv, **catalogue.env})
-        if shared:
-            files[f"{self.project}.secrets.env"] = ExportFile(_env_file(shared), secret=True)
-        for service in self.request.services():
-            own = _secrets(service.env)
-            if own:
-                name = f"{self.project}-{service.name}.secrets.env"
-                files[name] = ExportFile(_env_file(own), secret=True)
-        if built.secrets:
-            files[base.GATES_ENV] = ExportFile(_env_file(built.secrets), secret=True)
-        return files
 
     # -- one unit -----------------------------------------------------------------------------
 
@@ -307,10 +292,6 @@ def _log_probe(service: Service) -> bool:
     return (
         service.ready is not None and service.ready.type == "log" and service.kind is Kind.MANAGED
     )
-
-
-def _secrets(env: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in env.items() if base.is_secret_value(k, v)}
 
 
 def _escape(text: str) -> str:
